@@ -1,0 +1,214 @@
+"""Command line: ``python -m sdm_controller <command>`` and the ``ros2 run`` executables.
+
+Each command parses its own arguments and calls one library function; errors meant for the user
+(``SdmError``) print as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sdm_controller.errors import SdmError
+
+
+def _add_collect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("collect", help="record scripted-expert demonstrations into a zarr dataset")
+    src = p.add_subparsers(dest="source", required=True)
+    mw = src.add_parser("metaworld", help="MetaWorld v3 scripted experts")
+    mw.add_argument("--task", required=True, help="task name, e.g. drawer-open")
+    mw.add_argument("--out", required=True, help="output .zarr folder")
+    mw.add_argument("--num-demos", type=int, default=10)
+    mw.add_argument("--seed", type=int, default=0, help="env seed for the demo episodes")
+    mw.add_argument("--image-size", type=int, default=None, help="also record the corner camera at this size")
+    p.set_defaults(func=_run_collect)
+
+
+def _run_collect(args: argparse.Namespace) -> int:
+    from sdm_controller.data.metaworld_demos import collect_metaworld
+
+    episodes, content_hash = collect_metaworld(
+        args.task, args.out, num_demos=args.num_demos, seed=args.seed, image_size=args.image_size
+    )
+    print(f"wrote {episodes.num_episodes} episodes ({len(episodes.action)} frames) to {args.out} [{content_hash[:19]}]")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a teacher diffusion policy on a dataset")
+    p.add_argument("--dataset", required=True, help="zarr dataset from `collect`")
+    p.add_argument("--out", required=True, help="artifact folder to write")
+    p.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--prediction", choices=["epsilon", "sample"], default=None, help="teacher parameterisation")
+    p.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None, help="UNet size preset")
+    p.add_argument("--eval-task", default=None, help="MetaWorld task to evaluate on during training")
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from sdm_controller.training.teacher import TrainConfig, train_teacher
+
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes,
+        "device": args.device,
+    }
+    if args.config:
+        config = TrainConfig.from_yaml(args.config, **overrides)
+    else:
+        config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if args.prediction:
+        config.policy["prediction_type"] = args.prediction
+    if args.unet:
+        config.policy["unet_preset"] = args.unet
+    evaluate = None
+    if args.eval_task:
+        evaluate = _simulator_evaluator(args.eval_task, args.dataset, config)
+    summary = train_teacher(args.dataset, args.out, config, evaluate=evaluate)
+    print(f"wrote teacher artifact {summary['artifact']} (final loss {summary['final_loss']:.4f}, "
+          f"{summary['train_seconds']:.0f} s)")
+    return 0
+
+
+def _simulator_evaluator(task: str, dataset: str, config) -> Callable:
+    from sdm_controller.bench.metaworld_eval import EvalSuite, teacher_act
+    from sdm_controller.data.episodes import load_episodes
+
+    spec = load_episodes(dataset).attrs.get("obs_spec", {})
+    cameras = spec.get("cameras", {})
+    image_size = next(iter(cameras.values()))[1] if cameras else None
+    suite = EvalSuite(task, num_envs=min(config.eval_episodes, 25), seed=1, image_size=image_size)
+
+    def evaluate(policy) -> float:
+        act = teacher_act(policy, config.eval_steps, config.eval_sampler)
+        return suite.evaluate(act, config.eval_episodes, policy.config.n_obs_steps).success
+
+    return evaluate
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="roll out a policy artifact in MetaWorld and report success")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--num-envs", type=int, default=25, help="envs stepped together")
+    p.add_argument("--seed", type=int, default=1, help="evaluation seed (disjoint from demo seed 0)")
+    p.add_argument(
+        "--sampler",
+        action="append",
+        default=None,
+        help="METHOD:STEPS, repeatable (default ddpm:100 ddim:10 ddim:4 ddim:1)",
+    )
+    p.add_argument("--json", default=None, help="write the result rows here")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _parse_sampler(text: str) -> tuple[str, int]:
+    method, _, steps = text.partition(":")
+    if method not in ("ddpm", "ddim") or not steps.isdigit():
+        raise SdmError(f"sampler '{text}' is not METHOD:STEPS with METHOD ddpm or ddim, e.g. ddim:10")
+    return method, int(steps)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from sdm_controller.bench.metaworld_eval import EvalSuite, teacher_act
+    from sdm_controller.runtime.artifact import load_teacher
+
+    samplers = [_parse_sampler(s) for s in (args.sampler or ["ddpm:100", "ddim:10", "ddim:4", "ddim:1"])]
+    policy, meta = load_teacher(args.artifact)
+    cameras = policy.config.obs.cameras
+    image_size = next(iter(cameras.values()))[1] if cameras else None
+    suite = EvalSuite(args.task, num_envs=min(args.num_envs, args.episodes), seed=args.seed, image_size=image_size)
+    rows = []
+    print(f"{'task':<22}{'sampler':<10}{'episodes':>9}{'success':>9}{'ms/chunk':>10}")
+    for method, steps in samplers:
+        result = suite.evaluate(teacher_act(policy, steps, method), args.episodes, policy.config.n_obs_steps)
+        row = {
+            "task": result.task,
+            "method": f"teacher-{method}{steps}",
+            "prediction": policy.config.prediction_type,
+            "seed": args.seed,
+            "episodes": result.episodes,
+            "success": result.success,
+            "ms_per_chunk": result.ms_per_chunk,
+        }
+        rows.append(row)
+        print(f"{result.task:<22}{method + str(steps):<10}{result.episodes:>9}{result.success:>9.2f}"
+              f"{result.ms_per_chunk:>10.1f}")
+    suite.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps({"artifact": args.artifact, "rows": rows}, indent=2))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks that write JSON + PNG under benchmarks/results/")
+    kinds = p.add_subparsers(dest="bench", required=True)
+    t = kinds.add_parser("teacher", help="teacher success and time per chunk on the MetaWorld 8-task suite")
+    t.add_argument("--out", default="benchmarks/results/teacher_metaworld.json")
+    t.add_argument("--work", default=None, help="cache of datasets, teachers and per-run rows (resumable)")
+    t.add_argument("--tasks", nargs="*", default=None)
+    t.add_argument("--seeds", type=int, nargs="*", default=None)
+    t.add_argument("--predictions", nargs="*", default=None)
+    t.add_argument("--episodes", type=int, default=None)
+    t.add_argument("--steps", type=int, default=None, help="training steps per teacher")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--jobs", type=int, default=None, help="runs in parallel (1 torch thread each)")
+    t.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None, help="UNet preset of the teachers")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from sdm_controller.bench import teacher_benchmark
+
+    return teacher_benchmark.main(args)
+
+
+COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdm_controller", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SdmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _command(name: str) -> Callable[[], int]:
+    """Entry point for one ``ros2 run sdm_controller <name>`` executable."""
+
+    def run() -> int:
+        return main([name, *sys.argv[1:]])
+
+    return run
+
+
+collect_main = _command("collect")
+train_main = _command("train")
+evaluate_main = _command("evaluate")
+distill_main = _command("distill")
+bench_main = _command("bench")

@@ -1,0 +1,99 @@
+"""The teacher: a DDPM diffusion policy over action chunks, conditioned on observations.
+
+Observation windows come in raw units (low-dim float, images uint8 HWC or float CHW in [0, 1]);
+the policy normalizes them, encodes them into one global condition, and denoises a chunk of
+``horizon`` actions. ``predict_action`` returns the ``n_action_steps`` actions that start at the
+newest observation, in raw units.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sdm_controller.policy.conditional_unet1d import ConditionalUnet1D
+from sdm_controller.policy.configuration_diffusion import DiffusionConfig
+from sdm_controller.policy.encoders import ObservationEncoder
+from sdm_controller.policy.noise_schedule import NoiseSchedule
+from sdm_controller.policy.normalizer import Normalizer
+
+ACTION_KEY = "action"
+
+
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) → float (..., 3, H, W) in [0, 1]; float CHW passes through."""
+    if images.dtype == torch.uint8:
+        return images.movedim(-1, -3).float() / 255.0
+    return images
+
+
+class DiffusionPolicy(nn.Module):
+    """Observation encoder + conditional UNet + DDPM schedule + normalizer."""
+
+    def __init__(self, config: DiffusionConfig, stats: dict[str, dict[str, list[float]]]) -> None:
+        super().__init__()
+        self.config = config
+        self.normalizer = Normalizer(stats)
+        self.encoder = ObservationEncoder(config)
+        self.unet = ConditionalUnet1D(
+            action_dim=config.action_dim,
+            global_cond_dim=self.encoder.output_dim,
+            down_dims=config.down_dims,
+            step_embed_dim=config.step_embed_dim,
+            kernel_size=config.kernel_size,
+            n_groups=config.n_groups,
+        )
+        self.schedule = NoiseSchedule(config.num_train_timesteps, config.prediction_type, config.clip_sample)
+
+    # -- conditioning ------------------------------------------------------------------------
+    def prepare_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw observation window (B, To, ...) → normalized low-dim and [0, 1] CHW images."""
+        spec = self.config.obs
+        out = {key: self.normalizer.normalize(key, obs[key].float()) for key in spec.low_dim}
+        out.update({name: images_to_float(obs[name]) for name in spec.cameras})
+        return out
+
+    def condition(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(self.prepare_obs(obs))
+
+    # -- training ----------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Denoising loss on a batch: ``batch['obs'][key]`` (B, To, ...), ``batch['action']`` (B, H, Da)."""
+        cond = self.condition(batch["obs"])
+        x0 = self.normalizer.normalize(ACTION_KEY, batch[ACTION_KEY].float())
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        pred = self.unet(self.schedule.add_noise(x0, noise, t), t, cond)
+        return F.mse_loss(pred.float(), self.schedule.training_target(x0, noise))
+
+    # -- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_chunk(
+        self,
+        obs: dict[str, torch.Tensor],
+        steps: int = 10,
+        method: str = "ddim",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Full predicted chunk (B, horizon, Da) in raw action units."""
+        cond = self.condition(obs)
+        batch = cond.shape[0]
+        shape = (batch, self.config.horizon, self.config.action_dim)
+        x0 = self.schedule.sample(
+            lambda x, t: self.unet(x, t, cond), shape, steps, method, generator=generator, device=cond.device
+        )
+        return self.normalizer.unnormalize(ACTION_KEY, x0)
+
+    @torch.no_grad()
+    def predict_action(
+        self,
+        obs: dict[str, torch.Tensor],
+        steps: int = 10,
+        method: str = "ddim",
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The executed actions (B, n_action_steps, Da), starting at the newest observation."""
+        chunk = self.sample_chunk(obs, steps, method, generator)
+        start = self.config.n_obs_steps - 1
+        return chunk[:, start : start + self.config.n_action_steps]
