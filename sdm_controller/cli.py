@@ -155,6 +155,63 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    from sdm_controller.distill.configuration_distill import METHODS
+
+    p = sub.add_parser("distill", help="distill a teacher artifact into a one-step generator")
+    p.add_argument("--teacher", required=True, help="teacher artifact folder")
+    p.add_argument("--dataset", required=True, help="the zarr dataset (observations; actions for cd)")
+    p.add_argument("--out", required=True, help="one-step artifact folder to write")
+    p.add_argument("--method", default="sdm", help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr-generator", type=float, default=None)
+    p.add_argument("--lr-fake", type=float, default=None)
+    p.add_argument("--update-ratio", type=int, default=None, help="fake-score updates per generator update")
+    p.add_argument("--score-normalizer", choices=["batch", "sample", "none"], default=None)
+    p.add_argument("--generator-timestep", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--eval-task", default=None, help="MetaWorld task for periodic evaluation")
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--eval-episodes", type=int, default=None)
+    p.set_defaults(func=_run_distill)
+
+
+def _run_distill(args: argparse.Namespace) -> int:
+    from sdm_controller.distill.configuration_distill import DistillConfig
+    from sdm_controller.distill.trainer import distill
+
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr_generator": args.lr_generator,
+        "lr_fake": args.lr_fake,
+        "update_ratio": args.update_ratio,
+        "score_normalizer": args.score_normalizer,
+        "generator_timestep": args.generator_timestep,
+        "seed": args.seed,
+        "device": args.device,
+        "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes,
+    }
+    config = DistillConfig.for_method(args.method, **{k: v for k, v in overrides.items() if v is not None})
+    evaluate = None
+    if args.eval_task:
+        from sdm_controller.bench.metaworld_eval import EvalSuite, policy_act
+
+        suite = EvalSuite(args.eval_task, num_envs=min(config.eval_episodes, 25), seed=1)
+
+        def evaluate(policy) -> float:
+            act = policy_act(policy, seed=config.seed)
+            return suite.evaluate(act, config.eval_episodes, policy.config.n_obs_steps).success
+
+    summary = distill(args.teacher, args.dataset, args.out, config, evaluate=evaluate)
+    print(f"wrote one-step artifact {summary['artifact']} ({config.method}, {config.steps} steps, "
+          f"{summary['seconds']:.0f} s)")
+    return 0
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that write JSON + PNG under benchmarks/results/")
     kinds = p.add_subparsers(dest="bench", required=True)
@@ -169,16 +226,27 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--jobs", type=int, default=None, help="runs in parallel (1 torch thread each)")
     t.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None, help="UNet preset of the teachers")
+    t.set_defaults(run="teacher_benchmark")
+    i = kinds.add_parser("image", help="image observations end to end: collect, train briefly, evaluate")
+    i.add_argument("--out", default="benchmarks/results/image_metaworld.json")
+    i.add_argument("--work", default="outputs/image_smoke")
+    i.add_argument("--task", default="drawer-open")
+    i.add_argument("--image-size", type=int, default=64)
+    i.add_argument("--num-demos", type=int, default=10)
+    i.add_argument("--steps", type=int, default=300)
+    i.add_argument("--batch-size", type=int, default=32)
+    i.add_argument("--episodes", type=int, default=10)
+    i.set_defaults(run="image_smoke")
     p.set_defaults(func=_run_bench)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from sdm_controller.bench import teacher_benchmark
+    import importlib
 
-    return teacher_benchmark.main(args)
+    return importlib.import_module(f"sdm_controller.bench.{args.run}").main(args)
 
 
-COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_bench)
+COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_distill, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

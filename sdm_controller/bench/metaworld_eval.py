@@ -124,3 +124,13 @@ def teacher_act(policy, steps: int, method: str, seed: int = 0) -> ActFn:
         return policy.predict_action(window, steps=steps, method=method, generator=generator)
 
     return act
+
+
+def policy_act(policy, seed: int = 0) -> ActFn:
+    """Wrap a one-step policy (one network call per chunk) as an ``ActFn``."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def act(window: dict[str, torch.Tensor]) -> torch.Tensor:
+        return policy.predict_action(window, generator=generator)
+
+    return act

@@ -170,3 +170,27 @@ def load_teacher(path: str | Path) -> tuple[DiffusionPolicy, dict[str, Any]]:
     policy = build_policy(meta)
     load_state(policy, read_weights(path, meta), str(path))
     return policy.eval(), meta
+
+
+def load_one_step(path: str | Path):
+    """A one-step artifact → (``OneStepPolicy`` in eval mode, its metadata)."""
+    from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
+
+    meta = read_meta(path)
+    if meta["kind"] != "one-step":
+        raise ArtifactError(f"'{path}' is a {meta['kind']} artifact; a one-step artifact is needed here")
+    if not isinstance(meta.get("generator"), dict):
+        raise ArtifactError(f"'{Path(path) / POLICY_JSON}' lacks the 'generator' object of a one-step artifact")
+    try:
+        config = DiffusionConfig.from_dict(meta["policy"])
+        policy = OneStepPolicy(config, meta["normalizer"], GeneratorSpec(**meta["generator"]))
+    except (TypeError, ConfigError) as exc:
+        raise ArtifactError(f"the policy config in '{path}' is invalid: {exc}") from exc
+    load_state(policy, read_weights(path, meta), str(path))
+    return policy.eval(), meta
+
+
+def load_policy(path: str | Path):
+    """Either kind → (policy, metadata); both have ``predict_action``."""
+    meta = read_meta(path)
+    return load_teacher(path) if meta["kind"] == "teacher" else load_one_step(path)

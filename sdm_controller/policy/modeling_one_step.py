@@ -1,0 +1,101 @@
+"""The distilled one-step policy: ``a = G(z, t_gen, E(obs))``, one network call, no scheduler.
+
+It has the teacher's modules (normalizer, encoder, UNet) under the same names, so a teacher's
+state dict initialises it directly. The UNet output is read in the teacher's parameterisation at
+the fixed timestep ``t_gen`` and turned into a normalized action chunk:
+
+* ``sample`` teachers: the output is the chunk;
+* ``epsilon`` teachers: chunk = (z - sigma eps) / alpha at ``t_gen`` (so ``t_gen`` < T);
+* consistency models add their boundary scaling: chunk = c_skip z + c_out x0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from sdm_controller.errors import ConfigError
+from sdm_controller.policy.conditional_unet1d import ConditionalUnet1D
+from sdm_controller.policy.configuration_diffusion import DiffusionConfig
+from sdm_controller.policy.encoders import ObservationEncoder
+from sdm_controller.policy.modeling_diffusion import ACTION_KEY, images_to_float
+from sdm_controller.policy.noise_schedule import NoiseSchedule
+from sdm_controller.policy.normalizer import Normalizer
+
+
+@dataclass
+class GeneratorSpec:
+    """How the one-step network is called and read (stored in ``policy.json``)."""
+
+    timestep: int  # fixed diffusion step fed to the UNet
+    noise_input: bool = True  # False: zeros in place of z (deterministic OneDP-D)
+    skip_scale: float = 0.0  # consistency c_skip at ``timestep`` (0 for DM-distilled generators)
+    out_scale: float = 1.0  # consistency c_out at ``timestep``
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class OneStepPolicy(nn.Module):
+    """Observation encoder + generator UNet; ``predict_action`` is one UNet evaluation."""
+
+    def __init__(self, config: DiffusionConfig, stats: dict, generator: GeneratorSpec) -> None:
+        super().__init__()
+        if config.prediction_type == "epsilon" and generator.timestep >= config.num_train_timesteps:
+            raise ConfigError(
+                f"generator timestep {generator.timestep} is outside the schedule (T = "
+                f"{config.num_train_timesteps}); an epsilon-prediction generator needs alpha_t there"
+            )
+        self.config = config
+        self.generator_spec = generator
+        self.normalizer = Normalizer(stats)
+        self.encoder = ObservationEncoder(config)
+        self.unet = ConditionalUnet1D(
+            action_dim=config.action_dim,
+            global_cond_dim=self.encoder.output_dim,
+            down_dims=config.down_dims,
+            step_embed_dim=config.step_embed_dim,
+            kernel_size=config.kernel_size,
+            n_groups=config.n_groups,
+        )
+        self.schedule = NoiseSchedule(config.num_train_timesteps, config.prediction_type, clip_sample=False)
+
+    def condition(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        spec = self.config.obs
+        prepared = {key: self.normalizer.normalize(key, obs[key].float()) for key in spec.low_dim}
+        prepared.update({name: images_to_float(obs[name]) for name in spec.cameras})
+        return self.encoder(prepared)
+
+    def noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        shape = (batch, self.config.horizon, self.config.action_dim)
+        if not self.generator_spec.noise_input:
+            return torch.zeros(shape, device=device)
+        return torch.randn(shape, generator=generator, device=device)
+
+    def generate(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Normalized chunk (B, H, Da), unclipped (distillation losses need the raw output)."""
+        t = torch.full((z.shape[0],), self.generator_spec.timestep, device=z.device, dtype=torch.long)
+        out = self.unet(z, t, cond)
+        if self.config.prediction_type == "epsilon":
+            alpha, sigma = self.schedule.alpha_sigma(t, z.dim())
+            out = (z - sigma * out) / alpha
+        spec = self.generator_spec
+        if spec.skip_scale or spec.out_scale != 1.0:
+            out = spec.skip_scale * z + spec.out_scale * out
+        return out
+
+    @torch.no_grad()
+    def sample_chunk(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Full chunk (B, horizon, Da) in raw action units, clipped to the demonstrated range."""
+        cond = self.condition(obs)
+        z = self.noise(cond.shape[0], generator, cond.device)
+        return self.normalizer.unnormalize(ACTION_KEY, self.generate(z, cond).clamp(-1.0, 1.0))
+
+    @torch.no_grad()
+    def predict_action(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None, **_) -> torch.Tensor:
+        """Executed actions (B, n_action_steps, Da); extra sampler arguments are ignored."""
+        chunk = self.sample_chunk(obs, generator)
+        start = self.config.n_obs_steps - 1
+        return chunk[:, start : start + self.config.n_action_steps]
