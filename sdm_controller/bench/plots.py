@@ -26,7 +26,8 @@ def plot_success_bars(rows: list[dict], path: Path, title: str) -> None:
     for i, (prediction, method) in enumerate(series):
         means, stds = [], []
         for task in tasks:
-            vals = [r["success"] for r in rows if (r["task"], r["prediction"], r["method"]) == (task, prediction, method)]
+            key = (task, prediction, method)
+            vals = [r["success"] for r in rows if (r["task"], r["prediction"], r["method"]) == key]
             means.append(np.mean(vals) if vals else np.nan)
             stds.append(np.std(vals) if vals else 0.0)
         x = np.arange(len(tasks)) + (i - (len(series) - 1) / 2) * width

@@ -53,7 +53,10 @@ def teacher_dir(work: Path, task: str, prediction: str, seed: int) -> Path:
 
 
 def batch1_latency_ms(policy: Any, obs: dict, steps: int, method: str) -> float:
-    """Median wall time of one batch-1 chunk, as a robot would call the policy."""
+    """Median wall time of one batch-1 chunk, as a robot would call the policy.
+
+    One-step policies ignore ``steps`` and ``method`` (one network call per chunk).
+    """
     import torch
 
     generator = torch.Generator().manual_seed(0)
@@ -105,7 +108,8 @@ def run_one(
     dataset = work_dir / "data" / f"{task}.zarr"
     artifact = teacher_dir(work_dir, task, prediction, seed)
     if not (artifact / "policy.json").exists():
-        config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, policy={"prediction_type": prediction, "unet_preset": unet})
+        policy = {"prediction_type": prediction, "unet_preset": unet}
+        config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, policy=policy)
         train_teacher(dataset, artifact, config, progress=False)
     policy, meta = load_teacher(artifact)
     suite = suite_for(task, episodes)
@@ -177,7 +181,8 @@ def print_table(rows: list[dict]) -> None:
     for task, prediction in keys:
         cells, seeds = [], set()
         for method in methods:
-            vals = [r["success"] for r in rows if (r["task"], r["prediction"], r["method"]) == (task, prediction, method)]
+            key = (task, prediction, method)
+            vals = [r["success"] for r in rows if (r["task"], r["prediction"], r["method"]) == key]
             seeds |= {r["seed"] for r in rows if (r["task"], r["prediction"]) == (task, prediction)}
             cells.append(f"{np.mean(vals):>10.2f}" if vals else f"{'-':>10}")
         print(f"{task:<18}{prediction:<9}" + "".join(cells) + f"  {len(seeds)}")
@@ -186,7 +191,10 @@ def print_table(rows: list[dict]) -> None:
               f"runs, {item['ms_per_chunk']:.1f} ms/chunk (batch 1)")
 
 
-def write_results(rows: list[dict], out: Path, command: str, settings: dict) -> None:
+def write_results(
+    rows: list[dict], out: Path, command: str, settings: dict,
+    title: str = "Teacher success on MetaWorld v3 (mean over seeds)",
+) -> None:
     from sdm_controller.bench.machine import describe_machine
     from sdm_controller.bench.plots import plot_success_bars
 
@@ -200,7 +208,7 @@ def write_results(rows: list[dict], out: Path, command: str, settings: dict) -> 
         "rows": rows,
     }
     out.write_text(json.dumps(result, indent=1))
-    plot_success_bars(rows, out.with_suffix(".png"), title="Teacher success on MetaWorld v3 (mean over seeds)")
+    plot_success_bars(rows, out.with_suffix(".png"), title=title)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ f(x, 0) = x. One-step inference is f(z, t_10).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -54,16 +54,28 @@ class TimestepSampler:
         return self.values[index]
 
 
-def reduce_mean(value: torch.Tensor, count: int, distributed: bool) -> torch.Tensor:
-    """Mean over the global batch when data-parallel (sum and count all-reduced), else local."""
-    total = value.sum()
+def world_size(distributed: bool) -> int:
     if not distributed:
-        return total / count
+        return 1
     import torch.distributed as dist
 
-    packed = torch.stack([total, torch.tensor(float(count), device=value.device)])
-    dist.all_reduce(packed)
-    return packed[0] / packed[1]
+    return dist.get_world_size()
+
+
+def reduce_mean(value: torch.Tensor, global_count: int, distributed: bool) -> torch.Tensor:
+    """Sum over the global batch divided by ``global_count``.
+
+    The value is global (sums all-reduced), the gradient stays local: each rank back-propagates
+    its own share, and the trainer sums gradients across ranks.
+    """
+    total = value.sum()
+    if distributed:
+        import torch.distributed as dist
+
+        global_total = total.detach().clone()
+        dist.all_reduce(global_total)
+        total = total + (global_total - total.detach())
+    return total / global_count
 
 
 class DistributionMatching:
@@ -81,15 +93,15 @@ class DistributionMatching:
     ) -> torch.Tensor:
         """g with the configured weighting and normaliser (no autograd through it)."""
         alpha, sigma = self.schedule.alpha_sigma(t, a.dim())
-        if self.config.weighting == "sdm":
-            weight = alpha / sigma**2  # score difference (s_fake - s_real) in x0 form
-        else:
-            weight = alpha**2  # OneDP: sigma^2-weighted eps difference, times d x_t / d a = alpha
+        # "sdm": the score difference (s_fake - s_real) in x0 form; "sigma2" (OneDP): the
+        # sigma^2-weighted eps difference times d x_t / d a = alpha.
+        weight = alpha / sigma**2 if self.config.weighting == "sdm" else alpha**2
         g = weight * (x0_fake - x0_real)
         if self.config.score_normalizer != "none":
             magnitude = (x_t - alpha * x0_real).abs() / sigma**2  # |real score|
             if self.config.score_normalizer == "batch":
-                n = reduce_mean(magnitude.flatten(), magnitude.numel(), self.distributed)
+                count = magnitude.numel() * world_size(self.distributed)
+                n = reduce_mean(magnitude.flatten(), count, self.distributed)
             else:
                 n = magnitude.flatten(1).mean(dim=1).reshape(-1, *([1] * (a.dim() - 1)))
             g = g / n.clamp_min(1e-8)

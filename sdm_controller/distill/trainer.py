@@ -177,9 +177,9 @@ def distill(
             x0 = teacher.normalizer.normalize(ACTION_KEY, rank.slice(batch[ACTION_KEY]).to(device).float())
             loss_g = cd.loss(
                 x0, eps, index,
-                teacher=lambda x, t: teacher.unet(x, t, cond_real),
-                online=lambda x, t: generator.unet(x, t, cond_gen),
-                target=lambda x, t: target.unet(x, t, cond_real),
+                teacher=lambda x, t, c=cond_real: teacher.unet(x, t, c),
+                online=lambda x, t, c=cond_gen: generator.unet(x, t, c),
+                target=lambda x, t, c=cond_real: target.unet(x, t, c),
                 global_count=config.batch_size,
             )
             loss_f = None
@@ -192,8 +192,8 @@ def distill(
             cond_fake = fake.condition(obs) if (fake is not None and config.encoder_trainable) else cond_real
             terms = dm.terms(
                 a,
-                real=lambda x, tt: teacher.unet(x, tt, cond_real),
-                fake=(lambda x, tt: fake.unet(x, tt, cond_fake)) if fake is not None else None,
+                real=lambda x, tt, c=cond_real: teacher.unet(x, tt, c),
+                fake=(lambda x, tt, c=cond_fake: fake.unet(x, tt, c)) if fake is not None else None,
                 eps=eps,
                 t=t,
                 global_count=config.batch_size,

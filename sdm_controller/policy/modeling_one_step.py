@@ -94,7 +94,9 @@ class OneStepPolicy(nn.Module):
         return self.normalizer.unnormalize(ACTION_KEY, self.generate(z, cond).clamp(-1.0, 1.0))
 
     @torch.no_grad()
-    def predict_action(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None, **_) -> torch.Tensor:
+    def predict_action(
+        self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None, **_: object
+    ) -> torch.Tensor:
         """Executed actions (B, n_action_steps, Da); extra sampler arguments are ignored."""
         chunk = self.sample_chunk(obs, generator)
         start = self.config.n_obs_steps - 1

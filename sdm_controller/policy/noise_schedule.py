@@ -39,7 +39,8 @@ def spaced_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
     """
     if not 1 <= steps <= num_train_timesteps:
         raise ConfigError(f"sampler steps must lie in [1, {num_train_timesteps}], got {steps}")
-    grid = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / steps)).astype(int) - 1
+    # Integer-indexed (a float-step arange can overshoot by one entry and end at t = -1).
+    grid = np.round(num_train_timesteps - np.arange(steps) * num_train_timesteps / steps).astype(int) - 1
     return [int(t) for t in grid]
 
 

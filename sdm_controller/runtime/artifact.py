@@ -91,6 +91,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
             f"'{path}' looks like a pickle checkpoint; pickles can run code and are never loaded. "
             f"Give an artifact folder with {POLICY_JSON} and {WEIGHTS}"
         )
+    if path.is_file():
+        raise ArtifactError(f"'{path}' is a file; a policy artifact is a folder with {POLICY_JSON} and {WEIGHTS}")
     if not path.is_dir():
         raise ArtifactError(f"policy artifact '{path}' does not exist (expected a folder with {POLICY_JSON})")
     meta_path = path / POLICY_JSON
@@ -107,6 +109,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     for key in ("schema_version", "kind", "policy", "normalizer", "weights"):
         if key not in meta:
             raise ArtifactError(f"'{meta_path}' lacks the key '{key}'")
+    for key in ("policy", "normalizer", "weights"):
+        if not isinstance(meta[key], dict):
+            raise ArtifactError(f"'{meta_path}' key '{key}' must be a JSON object, got {type(meta[key]).__name__}")
     if meta["schema_version"] != SCHEMA_VERSION:
         raise ArtifactError(
             f"'{meta_path}' has schema_version {meta['schema_version']}; this package reads {SCHEMA_VERSION}"
@@ -122,7 +127,9 @@ def read_weights(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Tens
     if not weights_path.is_file():
         raise ArtifactError(f"'{weights_path}' is missing")
     expected_hash = meta["weights"].get("sha256")
-    if expected_hash and file_sha256(weights_path) != expected_hash:
+    if not expected_hash:
+        raise ArtifactError(f"'{Path(path) / POLICY_JSON}' lacks weights.sha256; cannot verify '{weights_path}'")
+    if file_sha256(weights_path) != expected_hash:
         raise ArtifactError(
             f"'{weights_path}' does not match {POLICY_JSON} (sha256 differs): the file is corrupt or from "
             "another policy"
@@ -131,6 +138,18 @@ def read_weights(path: str | Path, meta: dict[str, Any]) -> dict[str, torch.Tens
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"'{weights_path}' is not a readable safetensors file ({exc})") from exc
+    recorded = meta["weights"].get("tensors")
+    if isinstance(recorded, dict):
+        found = {k: list(v.shape) for k, v in tensors.items()}
+        listed = {k: list(v) for k, v in recorded.items()}
+        if found != listed:
+            extra = sorted(set(found) ^ set(listed))
+            if extra:
+                detail = f"tensor '{extra[0]}' is in only one of them"
+            else:
+                k = sorted(k for k in found if found[k] != listed[k])[0]
+                detail = f"shape of '{k}' is {tuple(found[k])}, {POLICY_JSON} lists {tuple(listed[k])}"
+            raise ArtifactError(f"weights in '{weights_path}' do not match {POLICY_JSON}: {detail}")
     return tensors
 
 
