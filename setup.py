@@ -39,6 +39,7 @@ setup(
             "evaluate = sdm_controller.cli:evaluate_main",
             "distill = sdm_controller.cli:distill_main",
             "bench = sdm_controller.cli:bench_main",
+            "export = sdm_controller.cli:export_main",
         ],
     },
 )

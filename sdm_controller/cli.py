@@ -257,7 +257,42 @@ def _run_bench(args: argparse.Namespace) -> int:
     return importlib.import_module(f"sdm_controller.bench.{args.run}").main(args)
 
 
-COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_distill, _add_bench)
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a policy artifact to ONNX (and build its TensorRT programs)")
+    p.add_argument("--artifact", required=True, help="policy artifact folder (teacher or one-step)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer")
+    p.add_argument("--tensorrt", action="store_true",
+                   help="also build the TensorRT programs into the engine cache (CUDA GPU + torch_tensorrt)")
+    p.add_argument("--fp32", action="store_true", help="TensorRT programs in fp32 instead of fp16")
+    p.add_argument("--device", default="cuda", help="CUDA device for --tensorrt")
+    p.add_argument("--cache-dir", default=None, help="engine cache folder (default $SDM_CACHE or "
+                   "~/.cache/sdm_controller/engines)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime-vs-torch check of each graph")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from sdm_controller.runtime.export import ONNX_JSON, build_tensorrt, export_onnx
+
+    if args.tensorrt:  # say so before the ONNX export, not after it
+        from sdm_controller.runtime.backends.tensorrt_backend import require_tensorrt
+        from sdm_controller.runtime.engine import parse_device
+
+        require_tensorrt(parse_device(args.device))
+    manifest = export_onnx(args.artifact, opset=args.opset, verify=not args.no_verify)
+    for name, graph in manifest["graphs"].items():
+        check = graph.get("verified_max_abs_diff")
+        checked = f", max |onnxruntime - torch| {check:.2g}" if check is not None else ""
+        print(f"wrote {Path(args.artifact) / graph['file']} ({name}{checked})")
+    print(f"wrote {Path(args.artifact) / ONNX_JSON} (opset {manifest['opset']}, {manifest['export_seconds']:.1f} s)")
+    if args.tensorrt:
+        for row in build_tensorrt(args.artifact, device=args.device, fp16=not args.fp32, cache_dir=args.cache_dir):
+            state = "built" if row["built"] else "already cached"
+            print(f"TensorRT {row['graph']}: {state} at {row['path']}")
+    return 0
+
+
+COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_distill, _add_bench, _add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,3 +326,4 @@ train_main = _command("train")
 evaluate_main = _command("evaluate")
 distill_main = _command("distill")
 bench_main = _command("bench")
+export_main = _command("export")

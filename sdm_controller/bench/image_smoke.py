@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
+    shutil.copyfile(work / "teacher" / "training_curve.png", out.with_suffix(".png"))  # the curve people look at
     print(f"{'method':<14}{'success':>8}{'ms/chunk':>10}{'ms/train step':>15}")
     for row in rows:
         print(f"{row['method']:<14}{row['success']:>8.2f}{row['ms_per_chunk']:>10.1f}{row['ms_per_train_step']:>15.0f}")
