@@ -67,3 +67,13 @@ def test_evaluate_missing_artifact(tmp_path):
 def test_evaluate_bad_sampler(tiny_teacher, sampler):
     result = run_cli("evaluate", "--artifact", tiny_teacher, "--task", "drawer-open", "--sampler", sampler)
     assert_user_error(result, f"'{sampler}'", "METHOD:STEPS")
+
+
+def test_shipped_training_yaml_loads():
+    from pathlib import Path
+
+    from sdm_controller.training.teacher import TrainConfig
+
+    config = TrainConfig.from_yaml(Path(__file__).parents[1] / "config" / "teacher_train.yaml", steps=7)
+    assert config.steps == 7  # command-line overrides win
+    assert config.policy["unet_preset"] == "tiny" and config.batch_size == 128

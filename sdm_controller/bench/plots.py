@@ -21,7 +21,7 @@ def plot_success_bars(rows: list[dict], path: Path, title: str) -> None:
     plt = _pyplot()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     series = list(dict.fromkeys((r["prediction"], r["method"]) for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) + 2), 5.5))
     width = 0.8 / max(1, len(series))
     for i, (prediction, method) in enumerate(series):
         means, stds = [], []
@@ -36,7 +36,6 @@ def plot_success_bars(rows: list[dict], path: Path, title: str) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success")
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    ax.legend(fontsize=7, ncol=2 if len(tasks) < 4 else 4, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
