@@ -168,6 +168,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-generator", type=float, default=None)
     p.add_argument("--lr-fake", type=float, default=None)
     p.add_argument("--update-ratio", type=int, default=None, help="fake-score updates per generator update")
+    p.add_argument("--fake-warmup-steps", type=int, default=None, help="fake-score-only iterations first")
     p.add_argument("--score-normalizer", choices=["batch", "sample", "none"], default=None)
     p.add_argument("--generator-timestep", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -188,6 +189,7 @@ def _run_distill(args: argparse.Namespace) -> int:
         "lr_generator": args.lr_generator,
         "lr_fake": args.lr_fake,
         "update_ratio": args.update_ratio,
+        "fake_warmup_steps": args.fake_warmup_steps,
         "score_normalizer": args.score_normalizer,
         "generator_timestep": args.generator_timestep,
         "seed": args.seed,

@@ -27,6 +27,7 @@ class DistillConfig:
     steps: int = 2000  # iterations (each updates the fake score network F; G every ``update_ratio``)
     batch_size: int = 128
     update_ratio: int = 1  # F updates per G update (SDM released: G steps in 1 of 5 epochs)
+    fake_warmup_steps: int = 0  # F-only iterations first: at init F equals R, so g is noise until F tracks G
     lr_generator: float = 5e-5
     lr_fake: float = 5e-5
     optimizer: str = "adamw"
@@ -68,7 +69,7 @@ class DistillConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_steps", "grad_clip", "eval_every"):
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "eval_every", "fake_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not all(0.0 <= b < 1.0 for b in self.betas):

@@ -1,0 +1,236 @@
+"""The exported graphs: thin modules around a policy's own modules with flat tensor signatures.
+
+Both the ONNX export and the TensorRT compile trace these, so the two compiled backends run the
+same computation:
+
+* :class:`EncoderGraph` ``(*observations) -> cond``: normalization of low-dim inputs, uint8 HWC →
+  float CHW images, centre crop and the observation encoder.
+* :class:`DenoiserGraph` ``(sample, timestep, cond) -> model_output``: the teacher UNet; the
+  timestep is a float32 (1,) tensor (exact for integers up to 2^24, and it avoids int64 inputs,
+  which TensorRT only emulates).
+* :class:`GeneratorGraph` ``(z, cond) -> chunk``: the one-step generator at its fixed timestep,
+  including the epsilon → x0 conversion and the consistency scaling of
+  ``OneStepPolicy.generate``; the chunk is normalized and not yet clipped.
+
+All graphs have a static batch of 1. :func:`half_precision` makes an fp16 copy whose float
+inputs are half too (the timestep stays float32).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sdm_controller.policy.conditional_unet1d import ConditionalUnet1D, SinusoidalStepEmbedding
+from sdm_controller.policy.encoders import crop_images
+from sdm_controller.policy.resnet import SpatialSoftmax
+from sdm_controller.runtime.backends.base import observation_inputs
+
+ENCODER, DENOISER, GENERATOR = "encoder", "denoiser", "generator"
+COND_NAME = "global_cond"
+
+
+class _DtypeProbe(nn.Module):
+    """Holds a scalar buffer whose dtype follows ``.half()`` / ``.float()`` of the parent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("probe", torch.zeros(()), persistent=False)
+
+
+class _StaticSpatialSoftmax(nn.Module):
+    """``SpatialSoftmax`` with its keypoint grid precomputed for one feature-map size.
+
+    The original builds the grid from the traced map size with ``linspace``, which the legacy
+    ONNX exporter turns into float64 ops on dynamic shapes (TensorRT has no float64).
+    """
+
+    def __init__(self, pool: SpatialSoftmax, height: int, width: int) -> None:
+        super().__init__()
+        self.proj = pool.proj
+        ys = torch.linspace(-1.0, 1.0, height)
+        xs = torch.linspace(-1.0, 1.0, width)
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        self.register_buffer("grid", torch.stack([grid_x.flatten(), grid_y.flatten()], dim=-1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attention = torch.softmax(self.proj(x).flatten(2), dim=-1)  # (B, K, H*W)
+        return (attention @ self.grid).flatten(1)  # (B, 2K): x, y per keypoint
+
+
+class EncoderGraph(nn.Module):
+    """Raw observation tensors (1, To, ...) in :func:`observation_inputs` order → (1, cond_dim).
+
+    Computes what ``policy.condition`` computes (normalize, uint8 HWC → [0, 1] CHW, centre crop,
+    ``ObservationEncoder`` with its ResNet trunks) with every size fixed at construction: the
+    TorchScript tracer turns sizes into tensors, which ``crop_images``' Python arithmetic cannot
+    take and which make ``SpatialSoftmax`` export float64 ops. The engine's parity tests compare
+    this graph with ``policy.condition``.
+    """
+
+    def __init__(self, policy: nn.Module, uint8_images: bool = True) -> None:
+        super().__init__()
+        config = policy.config
+        self.low_dim_keys = list(config.obs.low_dim)
+        self.camera_names = list(config.obs.cameras)
+        self.n_obs_steps = config.n_obs_steps
+        self.uint8_images = uint8_images
+        self.normalizer = policy.normalizer
+        self.encoder = policy.encoder
+        self.dtype_probe = _DtypeProbe()
+        self.crops = {}
+        self.pools = nn.ModuleDict()
+        for name, (_, h, w) in config.obs.cameras.items():
+            # Ask crop_images itself which pixels it keeps, so the box cannot drift from it.
+            index = torch.arange(h * w).reshape(1, 1, h, w)
+            kept = crop_images(index, policy.encoder.crop_fraction, random=False)
+            first = int(kept[0, 0, 0, 0])
+            self.crops[name] = (first // w, first % w, kept.shape[2], kept.shape[3])
+            trunk = policy.encoder.cameras[name]
+            param = next(trunk.parameters())
+            with torch.no_grad():
+                probe = torch.zeros(1, 3, kept.shape[2], kept.shape[3], dtype=param.dtype, device=param.device)
+                fh, fw = trunk.stages(trunk.stem(probe)).shape[-2:]
+            self.pools[name] = _StaticSpatialSoftmax(trunk.pool, int(fh), int(fw))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        dtype = self.dtype_probe.probe.dtype
+        n_low = len(self.low_dim_keys)
+        features = []
+        if self.encoder.state_mlp is not None:
+            low_dim = zip(self.low_dim_keys, inputs[:n_low], strict=True)
+            state = torch.cat([self.normalizer.normalize(key, x.to(dtype)) for key, x in low_dim], dim=-1)
+            features.append(self.encoder.state_mlp(state))
+        for name, images in zip(self.camera_names, inputs[n_low:], strict=True):
+            # Same as images_to_float: (1, To, H, W, 3) uint8 → (1, To, 3, H, W) in [0, 1]. (An explicit
+            # permutation: the legacy exporter writes movedim(-1, -3) with a negative axis ONNX rejects.)
+            flat = (images.permute(0, 1, 4, 2, 3).to(dtype) / 255.0).flatten(0, 1)
+            top, left, ch, cw = self.crops[name]
+            flat = flat[:, :, top : top + ch, left : left + cw]
+            trunk = self.encoder.cameras[name]
+            keypoints = self.pools[name](trunk.stages(trunk.stem((flat - trunk.mean) / 0.5)))
+            features.append(keypoints.reshape(1, self.n_obs_steps, -1))
+        return torch.cat(features, dim=-1).flatten(1)
+
+
+class DenoiserGraph(nn.Module):
+    """Teacher UNet ``(sample (1, H, Da), timestep (1,) float32, cond (1, C)) -> (1, H, Da)``."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.unet = policy.unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(sample, timestep, cond)
+
+
+class GeneratorGraph(nn.Module):
+    """One-step generator ``(z (1, H, Da), cond (1, C)) -> normalized chunk (1, H, Da)``.
+
+    Mirrors ``OneStepPolicy.generate`` with its constants folded in; the engine's parity tests
+    compare the two on every export.
+    """
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        spec = policy.generator_spec
+        self.unet = policy.unet
+        self.register_buffer("timestep", torch.tensor([float(spec.timestep)]), persistent=False)
+        self.epsilon = policy.config.prediction_type == "epsilon"
+        self.alpha = self.sigma = 1.0
+        if self.epsilon:
+            alpha, sigma = policy.schedule.alpha_sigma(torch.tensor([spec.timestep]), 1)
+            self.alpha, self.sigma = float(alpha), float(sigma)
+        self.consistency = bool(spec.skip_scale or spec.out_scale != 1.0)
+        self.skip_scale, self.out_scale = float(spec.skip_scale), float(spec.out_scale)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        out = self.unet(z, self.timestep.float(), cond)
+        if self.epsilon:
+            out = (z - self.sigma * out) / self.alpha
+        if self.consistency:
+            out = self.skip_scale * z + self.out_scale * out
+        return out
+
+
+class _CastStepEmbedding(nn.Module):
+    """The sinusoidal embedding computes in float32; cast its output to the module's dtype."""
+
+    def __init__(self, embedding: SinusoidalStepEmbedding) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.dtype_probe = _DtypeProbe()
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.embedding(t).to(self.dtype_probe.probe.dtype)
+
+
+def half_precision(policy: nn.Module) -> nn.Module:
+    """An fp16 copy of ``policy`` that runs end to end in half (the original is untouched)."""
+    twin = copy.deepcopy(policy)
+    for module in twin.modules():
+        if isinstance(module, ConditionalUnet1D) and isinstance(module.step_encoder[0], SinusoidalStepEmbedding):
+            module.step_encoder[0] = _CastStepEmbedding(module.step_encoder[0])
+    return twin.half()
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy-style name: float32, float16, uint8
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class GraphSpec:
+    """One graph to export or compile: its module and its named, static-shaped inputs/outputs."""
+
+    name: str
+    module: nn.Module
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def example_inputs(self, device: torch.device | str = "cpu", seed: int = 0) -> list[torch.Tensor]:
+        """Random inputs of the right shapes and dtypes (timesteps inside the schedule)."""
+        gen = torch.Generator().manual_seed(seed)
+        tensors = []
+        for spec in self.inputs:
+            dtype = getattr(torch, spec.dtype)
+            if dtype == torch.uint8:
+                tensor = torch.randint(0, 256, spec.shape, generator=gen, dtype=torch.uint8)
+            elif spec.name == "timestep":
+                tensor = torch.full(spec.shape, 7.0)
+            else:
+                tensor = torch.randn(spec.shape, generator=gen).to(dtype)
+            tensors.append(tensor.to(device))
+        return tensors
+
+
+def graph_specs(
+    policy: nn.Module, kind: str, float_dtype: str = "float32", uint8_images: bool = True
+) -> list[GraphSpec]:
+    """The two graphs of an artifact: encoder + denoiser (teacher) or encoder + generator (one-step)."""
+    config = policy.config
+    cond_dim = policy.encoder.output_dim
+    chunk = (1, config.horizon, config.action_dim)
+    obs = [
+        TensorSpec(s.name, (1, *s.shape), ("uint8" if uint8_images else float_dtype) if s.camera else float_dtype)
+        for s in observation_inputs(config)
+    ]
+    cond = TensorSpec(COND_NAME, (1, cond_dim), float_dtype)
+    specs = [GraphSpec(ENCODER, EncoderGraph(policy, uint8_images).eval(), obs, [cond])]
+    if kind == "teacher":
+        inputs = [TensorSpec("sample", chunk, float_dtype), TensorSpec("timestep", (1,), "float32"), cond]
+        specs.append(GraphSpec(DENOISER, DenoiserGraph(policy).eval(), inputs, [TensorSpec("model_output", chunk,
+                                                                                           float_dtype)]))
+    else:
+        inputs = [TensorSpec("z", chunk, float_dtype), cond]
+        specs.append(GraphSpec(GENERATOR, GeneratorGraph(policy).eval(), inputs, [TensorSpec("chunk", chunk,
+                                                                                             float_dtype)]))
+    return specs
