@@ -27,7 +27,8 @@ def count_calls(module: torch.nn.Module) -> list[int]:
 @pytest.fixture(scope="module")
 def one_step_artifact(tmp_path_factory, tiny_teacher, drawer_dataset) -> Path:
     out = tmp_path_factory.mktemp("one_step") / "sdm"
-    distill(tiny_teacher, drawer_dataset, out, DistillConfig.for_method("sdm", steps=3, batch_size=8), progress=False)
+    config = DistillConfig.for_method("sdm", steps=3, batch_size=8, fake_warmup_steps=0)
+    distill(tiny_teacher, drawer_dataset, out, config, progress=False)
     return out
 
 
@@ -97,7 +98,8 @@ def test_data_parallel_two_processes_match_one(tmp_path: Path, tiny_teacher: Pat
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "sdm_controller", "distill", "--teacher", str(tiny_teacher), "--dataset", str(drawer_dataset),
-               "--out", str(out), "--method", "sdm", "--steps", "3", "--batch-size", "8", "--update-ratio", "1"]
+               "--out", str(out), "--method", "sdm", "--steps", "3", "--batch-size", "8", "--update-ratio", "1",
+               "--fake-warmup-steps", "1"]  # G steps at iterations 2 and 3, so both networks are compared
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads((out / "distill_history.json").read_text())
@@ -138,3 +140,13 @@ def test_cli_rejects_unknown_method(tmp_path: Path, tiny_teacher: Path, drawer_d
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_fake_warmup_keeps_the_generator_fixed(tmp_path: Path, tiny_teacher: Path, drawer_dataset: Path) -> None:
+    from safetensors.torch import load_file
+
+    config = DistillConfig.for_method("sdm", steps=2, batch_size=8, fake_warmup_steps=2)
+    distill(tiny_teacher, drawer_dataset, tmp_path / "g", config, progress=False)
+    teacher = load_file(str(tiny_teacher / "weights.safetensors"))
+    generator = load_file(str(tmp_path / "g" / "weights.safetensors"))
+    assert all(torch.equal(teacher[k], generator[k]) for k in teacher), "G must not move while F warms up"

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from sdm_controller.data.episodes import load_episodes
@@ -34,6 +33,7 @@ from sdm_controller.policy.ema import EMA
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
 from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
 from sdm_controller.runtime.artifact import load_teacher, save_artifact
+from sdm_controller.training.curves import plot_curves
 from sdm_controller.training.teacher import lr_factor, policy_config_for
 
 #: Generator timestep for epsilon teachers, counted back from T: beta_{T-1} is clipped to 0.999 in
@@ -244,7 +244,8 @@ def distill(
         history_out.update(history)
     if rank.main:
         (out / "distill_history.json").write_text(json.dumps(history))
-        plot_distill_curves(history, out / "distill_curves.png", config.method)
+        plot_curves(history, ["loss_generator", "loss_fake"], out / "distill_curves.png",
+                    title=f"distillation ({config.method})", xlabel="iteration")
     return {"artifact": str(out), "seconds": seconds, **history}
 
 
@@ -273,28 +274,3 @@ def save_one_step(path, policy, teacher_meta, teacher_path, dataset, config, ste
         control_period_s=teacher_meta.get("control_period_s"),
         extra={"generator": policy.generator_spec.to_dict()},
     )
-
-
-def plot_distill_curves(history: dict, path: Path, method: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key in ("loss_generator", "loss_fake"):
-        values = np.array([np.nan if v is None else v for v in history[key]], dtype=float)
-        if np.isfinite(values).any():
-            ax.plot(history["step"], values, alpha=0.6, label=key)
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_title(f"distillation ({method})")
-    if history["eval_step"]:
-        twin = ax.twinx()
-        twin.plot(history["eval_step"], history["eval_success"], "o-", color="tab:green")
-        twin.set_ylim(0, 1.05)
-        twin.set_ylabel("success")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

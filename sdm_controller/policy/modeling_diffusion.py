@@ -28,8 +28,9 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-class DiffusionPolicy(nn.Module):
-    """Observation encoder + conditional UNet + DDPM schedule + normalizer."""
+class ConditionedUnet(nn.Module):
+    """Normalizer + observation encoder + conditional UNet: what the teacher and the one-step
+    generator share, under the same parameter names so that state dicts move between them."""
 
     def __init__(self, config: DiffusionConfig, stats: dict[str, dict[str, list[float]]]) -> None:
         super().__init__()
@@ -44,9 +45,7 @@ class DiffusionPolicy(nn.Module):
             kernel_size=config.kernel_size,
             n_groups=config.n_groups,
         )
-        self.schedule = NoiseSchedule(config.num_train_timesteps, config.prediction_type, config.clip_sample)
 
-    # -- conditioning ------------------------------------------------------------------------
     def prepare_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw observation window (B, To, ...) → normalized low-dim and [0, 1] CHW images."""
         spec = self.config.obs
@@ -56,6 +55,14 @@ class DiffusionPolicy(nn.Module):
 
     def condition(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder(self.prepare_obs(obs))
+
+
+class DiffusionPolicy(ConditionedUnet):
+    """The conditioned UNet read as a DDPM denoiser, with its noise schedule."""
+
+    def __init__(self, config: DiffusionConfig, stats: dict[str, dict[str, list[float]]]) -> None:
+        super().__init__(config, stats)
+        self.schedule = NoiseSchedule(config.num_train_timesteps, config.prediction_type, config.clip_sample)
 
     # -- training ----------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -14,15 +14,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
 from sdm_controller.errors import ConfigError
-from sdm_controller.policy.conditional_unet1d import ConditionalUnet1D
 from sdm_controller.policy.configuration_diffusion import DiffusionConfig
-from sdm_controller.policy.encoders import ObservationEncoder
-from sdm_controller.policy.modeling_diffusion import ACTION_KEY, images_to_float
+from sdm_controller.policy.modeling_diffusion import ACTION_KEY, ConditionedUnet
 from sdm_controller.policy.noise_schedule import NoiseSchedule
-from sdm_controller.policy.normalizer import Normalizer
 
 
 @dataclass
@@ -38,35 +34,18 @@ class GeneratorSpec:
         return asdict(self)
 
 
-class OneStepPolicy(nn.Module):
+class OneStepPolicy(ConditionedUnet):
     """Observation encoder + generator UNet; ``predict_action`` is one UNet evaluation."""
 
     def __init__(self, config: DiffusionConfig, stats: dict, generator: GeneratorSpec) -> None:
-        super().__init__()
         if config.prediction_type == "epsilon" and generator.timestep >= config.num_train_timesteps:
             raise ConfigError(
                 f"generator timestep {generator.timestep} is outside the schedule (T = "
                 f"{config.num_train_timesteps}); an epsilon-prediction generator needs alpha_t there"
             )
-        self.config = config
+        super().__init__(config, stats)
         self.generator_spec = generator
-        self.normalizer = Normalizer(stats)
-        self.encoder = ObservationEncoder(config)
-        self.unet = ConditionalUnet1D(
-            action_dim=config.action_dim,
-            global_cond_dim=self.encoder.output_dim,
-            down_dims=config.down_dims,
-            step_embed_dim=config.step_embed_dim,
-            kernel_size=config.kernel_size,
-            n_groups=config.n_groups,
-        )
         self.schedule = NoiseSchedule(config.num_train_timesteps, config.prediction_type, clip_sample=False)
-
-    def condition(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        spec = self.config.obs
-        prepared = {key: self.normalizer.normalize(key, obs[key].float()) for key in spec.low_dim}
-        prepared.update({name: images_to_float(obs[name]) for name in spec.cameras})
-        return self.encoder(prepared)
 
     def noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         shape = (batch, self.config.horizon, self.config.action_dim)

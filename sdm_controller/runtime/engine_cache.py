@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdm_controller.errors import SdmError
+from sdm_controller.runtime.artifact import file_sha256
 
 log = logging.getLogger("sdm_controller.runtime")
 
@@ -47,14 +48,6 @@ def default_cache_dir() -> Path:
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -96,7 +89,7 @@ class EngineCache:
         if recorded_keys != canonical:
             changed = sorted(k for k in set(canonical) | set(recorded_keys) if canonical.get(k) != recorded_keys.get(k))
             return None, f"key mismatch ({', '.join(changed)})"
-        if _sha256_file(blob) != recorded_hash:
+        if file_sha256(blob) != recorded_hash:
             return None, "corrupt (sha256 of the cached file differs)"
         return blob, "hit"
 

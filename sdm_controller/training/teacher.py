@@ -27,6 +27,7 @@ from sdm_controller.policy.ema import EMA
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
 from sdm_controller.policy.normalizer import minmax_stats
 from sdm_controller.runtime.artifact import save_artifact
+from sdm_controller.training.curves import plot_curves
 
 
 @dataclass
@@ -207,7 +208,8 @@ def train_teacher(
         control_period_s=episodes.attrs.get("control_period_s"),
     )
     (out / "train_history.json").write_text(json.dumps(history))
-    plot_training_curve(history, out / "training_curve.png", title=str(episodes.attrs.get("source", dataset)))
+    title = f"teacher on {episodes.attrs.get('source', dataset)}"
+    plot_curves(history, ["loss"], out / "training_curve.png", title=title)
     return {"artifact": str(out), "train_seconds": train_seconds, "final_loss": history["loss"][-1], **history}
 
 
@@ -215,30 +217,3 @@ def load_dataset_hash(path: str | Path) -> str | None:
     import zarr
 
     return zarr.open_group(str(path), mode="r").attrs.get("content_hash")
-
-
-def plot_training_curve(history: dict[str, list], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    loss = np.asarray(history["loss"])
-    ax.plot(history["step"], loss, alpha=0.3, label="loss")
-    if len(loss) >= 20:
-        kernel = np.ones(20) / 20
-        ax.plot(history["step"][19:], np.convolve(loss, kernel, mode="valid"), label="loss (20-step mean)")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("denoising loss")
-    ax.set_title(title)
-    if history["eval_step"]:
-        twin = ax.twinx()
-        twin.plot(history["eval_step"], history["eval_success"], "o-", color="tab:green", label="success")
-        twin.set_ylim(0, 1.05)
-        twin.set_ylabel("success")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
