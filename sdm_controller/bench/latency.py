@@ -166,6 +166,11 @@ def summarize(rows: list[dict]) -> list[dict]:
             "speedup_vs_ddpm100": by[(backend, size, cond, "teacher-ddpm100")] / by[(backend, size, cond, "one-step")],
             "speedup_vs_ddim10": by[(backend, size, cond, "teacher-ddim10")] / by[(backend, size, cond, "one-step")],
         }
+        gen = {m: r["generator_ms_p50"] for r in rows for m in [r["method"]]
+               if (r["backend"], r["size"], r["conditioning"]) == (backend, size, cond)}
+        # Without the encoder, which every method runs once per chunk (it dominates image cases on CPU).
+        item["generator_speedup_vs_ddpm100"] = gen["teacher-ddpm100"] / gen["one-step"]
+        item["generator_speedup_vs_ddim10"] = gen["teacher-ddim10"] / gen["one-step"]
         if backend.startswith("onnxruntime") and ("torch", size, cond, "one-step") in by:
             for method in ("one-step", "teacher-ddim10"):
                 key = "ort_over_torch_" + method.replace("teacher-", "").replace("-", "_")
