@@ -40,6 +40,7 @@ setup(
             "distill = sdm_controller.cli:distill_main",
             "bench = sdm_controller.cli:bench_main",
             "export = sdm_controller.cli:export_main",
+            "policy_node = sdm_controller.ros.policy_node:main",
         ],
     },
 )

@@ -1,0 +1,118 @@
+"""Small untrained but valid joint-space artifacts, so tests and stack smoke runs need no training.
+
+    make_test_artifact("/tmp/fr3_wrist", cameras=("wrist",))   # one-step, FR3 arm + gripper
+
+The artifact follows the joint-space contract of ``sdm_controller.control.policy_interface``:
+state and action are the positions of ``joint_names`` (FR3's seven joints and
+``fr3_finger_joint1`` by default), the action space is ``joint_position``, ``action.limits`` holds
+the joints' position and velocity limits, and the normalizer statistics span a plausible working
+range inside those limits (so the untrained policy's clipped output stays inside it). The
+networks are the ``tiny`` UNet preset with random initial weights; actions are therefore
+meaningless but finite, bounded, and produced at the speed a real artifact of that size runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from sdm_controller.control.policy_interface import JOINT_POSITION
+from sdm_controller.policy.configuration_diffusion import DiffusionConfig, ObservationSpec
+from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
+from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
+from sdm_controller.runtime.artifact import save_artifact
+
+FR3_ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
+FR3_GRIPPER_JOINT = "fr3_finger_joint1"
+FR3_JOINTS = (*FR3_ARM_JOINTS, FR3_GRIPPER_JOINT)
+
+#: name -> (lower, upper, velocity) from the FR3 datasheet; the finger in metres and m/s
+JOINT_LIMITS: dict[str, tuple[float, float, float]] = {
+    "fr3_joint1": (-2.7437, 2.7437, 2.62),
+    "fr3_joint2": (-1.7837, 1.7837, 2.62),
+    "fr3_joint3": (-2.9007, 2.9007, 2.62),
+    "fr3_joint4": (-3.0421, -0.1518, 2.62),
+    "fr3_joint5": (-2.8065, 2.8065, 5.26),
+    "fr3_joint6": (0.5445, 4.5169, 4.18),
+    "fr3_joint7": (-3.0159, 3.0159, 5.26),
+    "fr3_finger_joint1": (0.0, 0.04, 0.1),
+}
+STATE_KEY = "joint_positions"
+
+
+def joint_limits(names: Sequence[str]) -> tuple[list[float], list[float], list[float]]:
+    """Lower, upper and velocity limits for ``names`` (unknown joints: [-pi, pi], 2 rad/s)."""
+    rows = [JOINT_LIMITS.get(name, (-3.1416, 3.1416, 2.0)) for name in names]
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+def working_range(names: Sequence[str], fraction: float = 0.6) -> tuple[list[float], list[float]]:
+    """The middle ``fraction`` of each joint's range: the normalizer's min/max."""
+    lower, upper, _ = joint_limits(names)
+    mids = [(lo + hi) / 2 for lo, hi in zip(lower, upper, strict=True)]
+    halves = [(hi - lo) / 2 * fraction for lo, hi in zip(lower, upper, strict=True)]
+    return [m - h for m, h in zip(mids, halves, strict=True)], [m + h for m, h in zip(mids, halves, strict=True)]
+
+
+def make_test_artifact(
+    path: str | Path,
+    cameras: Sequence[str] = ("wrist",),
+    joint_names: Sequence[str] = FR3_JOINTS,
+    one_step: bool = True,
+    image_size: tuple[int, int] = (32, 32),
+    n_obs_steps: int = 2,
+    horizon: int = 16,
+    n_action_steps: int = 8,
+    control_period_s: float = 0.1,
+    seed: int = 0,
+) -> Path:
+    """Write an untrained artifact (see module docstring) to ``path`` and return it.
+
+    ``image_size`` is (height, width) of every camera; ``one_step=False`` writes a teacher.
+    """
+    names = list(joint_names)
+    config = DiffusionConfig(
+        obs=ObservationSpec(low_dim={STATE_KEY: len(names)},
+                            cameras={name: (3, *image_size) for name in cameras}),
+        action_dim=len(names),
+        horizon=horizon,
+        n_obs_steps=n_obs_steps,
+        n_action_steps=n_action_steps,
+        unet_preset="tiny",
+        step_embed_dim=32,
+        state_hidden_dim=64,
+        state_feature_dim=32,
+        image_feature_dim=16,
+    )
+    low, high = working_range(names)
+    stats = {STATE_KEY: {"min": low, "max": high}, ACTION_KEY: {"min": low, "max": high}}
+    torch.manual_seed(seed)
+    extra: dict = {
+        "observation": {
+            "low_dim": dict(config.obs.low_dim),
+            "cameras": {name: list(shape) for name, shape in config.obs.cameras.items()},
+            "state_names": {STATE_KEY: names},
+        }
+    }
+    if one_step:
+        spec = GeneratorSpec(timestep=config.num_train_timesteps - 1)
+        policy = OneStepPolicy(config, stats, spec)
+        extra["generator"] = spec.to_dict()
+    else:
+        policy = DiffusionPolicy(config, stats)
+    lower, upper, velocity = joint_limits(names)
+    return save_artifact(
+        path,
+        policy,
+        kind="one-step" if one_step else "teacher",
+        provenance={"algorithm": "untrained (sdm_controller.control.test_artifacts)", "seed": seed},
+        action={
+            "names": names,
+            "space": JOINT_POSITION,
+            "limits": {"lower": lower, "upper": upper, "velocity": velocity},
+        },
+        control_period_s=control_period_s,
+        extra=extra,
+    )

@@ -1,0 +1,364 @@
+"""``policy_node``: camera frames + joint states in, timed action chunks out.
+
+    ros2 run sdm_controller policy_node --ros-args -p artifact:=/path/to/artifact \
+        --params-file config/policy_node.yaml
+    python -m sdm_controller.ros.policy_node --ros-args -p artifact:=...      # pip-only installs
+
+Topics (relative, remappable):
+
+* in: ``<camera>/image_raw`` (``sensor_msgs/Image``) for each camera the artifact names, and
+  ``joint_states`` (``sensor_msgs/JointState``); sensor QoS, latest only (best effort, depth 1);
+* out: ``action_chunk`` (``trajectory_msgs/JointTrajectory``, reliable): ``header.stamp`` is the
+  newest observation's stamp, point k is due ``(k + 1) * control_period`` after it (see
+  ``sdm_controller.control.chunk``), with knot velocities and the last one zero; and
+  ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, 1 Hz).
+
+Threads (``MultiThreadedExecutor``): each subscription has its own mutually exclusive callback
+group (a topic's messages are handled in order, different topics in parallel); the inference
+timer has its own, so a slow engine never blocks sensor intake; diagnostics another. The
+parameter services run in the node's default group. An engine load runs in a plain thread at a
+lower OS priority, so the running engine keeps its CPU; ``main`` shortens Python's GIL switch
+interval, which keeps rclpy's executor from busy-looping (see the comment there).
+
+Parameters (``sdm_controller.control.settings.PARAMETERS``) are validated in one
+``add_on_set_parameters_callback``: a refused change returns ``successful=False`` with the reason
+and changes nothing. ``artifact``, ``backend``, ``device`` and (teacher) ``sampler_steps`` start a
+background load of a new engine beside the running one; the running engine keeps publishing and
+is swapped out at the start of the first cycle after the new one is warm. Only one load runs at
+a time (a second engine change is refused until it finishes). If the load fails after the change
+was accepted (a failure the quick checks cannot foresee), the node logs it, reports it in the
+diagnostics and sets the changed parameters back to the values in effect. Coupled changes (a new
+artifact with a different number of joints and new limit arrays) must be set atomically
+(``set_parameters_atomically``): ``set_parameters`` applies them one at a time.
+
+Without a usable artifact at start (none, missing, or one that does not load) the node stays up,
+logs the error, reports it on ``/diagnostics`` and publishes nothing until a valid one is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from sdm_controller.control.controller import (
+    ENGINE_ERROR,
+    JOINT_STATES,
+    LATE,
+    NO_POLICY,
+    STALE,
+    PolicyController,
+)
+from sdm_controller.control.policy_interface import PolicyInterface
+from sdm_controller.control.runner import check_backend, load_runner, verify_artifact
+from sdm_controller.control.settings import (
+    ENGINE_PARAMETERS,
+    PARAMETERS,
+    SPECS,
+    NodeSettings,
+    SettingsError,
+    check_settings,
+)
+from sdm_controller.errors import SdmError
+from sdm_controller.ros.conversions import (
+    chunk_to_trajectory,
+    image_fields,
+    joint_state_fields,
+    report_to_diagnostics,
+    stamp_to_ns,
+)
+from sdm_controller.ros.parameters import declare_parameters, parameter_changes
+from sdm_controller.runtime.artifact import read_meta
+
+NODE_NAME = "policy_node"
+SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+THROTTLE_S = 5.0
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+def image_topic(camera: str) -> str:
+    return f"{camera}/image_raw"
+
+
+class PolicyNode(Node):
+    """Thin adapter around :class:`~sdm_controller.control.controller.PolicyController`."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._loggers: dict[str, Any] = {}
+        self._param_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._inference_group = MutuallyExclusiveCallbackGroup()
+        self._diagnostics_group = MutuallyExclusiveCallbackGroup()
+        self._image_subs: dict[str, Any] = {}
+        self._joint_sub = None
+
+        values = declare_parameters(self, PARAMETERS)
+        try:
+            self._settings = NodeSettings().updated(values)
+        except SettingsError as exc:  # e.g. a wrong type in the YAML: run with defaults, say so
+            self.get_logger().error(f"invalid parameter file or override: {exc}; using defaults")
+            self._settings = NodeSettings(artifact=str(values.get("artifact", "")))
+        self.controller = PolicyController(self._settings)
+        self._engine_key: tuple | None = None  # engine running or being loaded
+        self._running_key: tuple | None = None  # engine running (what a failed load reverts to)
+        self._rate_hz = self._settings.inference_rate_hz
+
+        self._chunk_pub = self.create_publisher(JointTrajectory, "action_chunk", COMMAND_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._timer = self.create_timer(1.0 / self._rate_hz, self._on_cycle, callback_group=self._inference_group)
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
+                                                    callback_group=self._diagnostics_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._start_from_parameters()
+
+    # -- startup and engine loading ---------------------------------------------------------
+    def _start_from_parameters(self) -> None:
+        settings = self._settings
+        if not settings.artifact:
+            self._fail("no artifact set: set the 'artifact' parameter to a policy artifact folder")
+            return
+        try:
+            interface = self._check_new_engine(settings)
+        except SdmError as exc:
+            self._fail(f"cannot run artifact '{settings.artifact}': {exc}")
+            return
+        self._start_load(settings, interface, previous=None)
+
+    def _fail(self, message: str) -> None:
+        self.controller.error = message
+        self.get_logger().error(message + "; the node publishes nothing until a valid artifact is set")
+
+    def _check_new_engine(self, settings: NodeSettings) -> PolicyInterface:
+        """Everything about a new engine that can be checked quickly (raises ``SdmError``)."""
+        if not settings.artifact:
+            raise SettingsError("parameter 'artifact' is empty; give a policy artifact folder")
+        meta = read_meta(settings.artifact)
+        interface = PolicyInterface.from_meta(meta, settings.artifact)
+        check_settings(settings, interface)
+        verify_artifact(settings.artifact, meta)
+        check_backend(settings, meta)
+        return interface
+
+    def _start_load(self, settings: NodeSettings, interface: PolicyInterface, previous: NodeSettings | None) -> None:
+        self._engine_key = settings.engine_key(interface.kind)
+        self.controller.loading = settings.artifact
+        self._loader = threading.Thread(target=self._load, args=(settings, interface, previous),
+                                        name="engine-loader", daemon=True)
+        self._loader.start()
+
+    def _load(self, settings: NodeSettings, interface: PolicyInterface, previous: NodeSettings | None) -> None:
+        """Loader thread: build and warm up the engine, then hand it to the controller."""
+        lower_thread_priority()
+        self.get_logger().info(f"loading '{settings.artifact}' (backend {settings.backend}, device {settings.device})")
+        try:
+            runner = load_runner(settings)
+        except Exception as exc:  # noqa: BLE001 - any failure must leave the running engine in place
+            self._load_failed(settings, previous, exc)
+            return
+        if self._closing.is_set():
+            runner.close()
+            return
+        self.controller.request_policy(runner, interface)
+        with self._param_lock:
+            self._running_key = settings.engine_key(interface.kind)
+            self._loader = None
+        self.controller.loading = ""
+        self.get_logger().info(f"engine ready: {runner!r}; it takes over at the next cycle")
+
+    def _load_failed(self, settings: NodeSettings, previous: NodeSettings | None, exc: Exception) -> None:
+        message = f"loading '{settings.artifact}' failed: {exc}"
+        with self._param_lock:
+            self._loader = None
+            self._engine_key = self._running_key
+        self.controller.loading = ""
+        self.controller.error = message
+        if previous is None or self._running_key is None:
+            self._fail(message)
+            return
+        revert = [name for name in settings.changed(previous) if name in SPECS]
+        self.get_logger().error(f"{message}; the running engine stays and {revert} are set back")
+        self.set_parameters([_parameter(name, getattr(previous, name)) for name in revert])
+
+    # -- parameters -------------------------------------------------------------------------
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        with self._param_lock:
+            try:
+                self._accept(parameter_changes(parameters))
+            except SdmError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _accept(self, changes: dict[str, Any]) -> None:
+        """Validate ``changes``; apply them (next cycle) or start an engine load. Raises ``SdmError``."""
+        proposal = self._settings.updated(changes)
+        current = self.controller.pending_interface or self.controller.interface
+        kind = current.kind if current else None
+        new_engine = bool(set(changes) & set(ENGINE_PARAMETERS)) and proposal.engine_key(kind) != self._engine_key
+        interface = None
+        if new_engine:
+            if self._loader is not None:
+                raise SettingsError(
+                    f"an engine for '{self.controller.loading}' is still loading; change the engine parameters "
+                    "again when it is ready"
+                )
+            interface = self._check_new_engine(proposal)
+            new_engine = proposal.engine_key(interface.kind) != self._engine_key  # one-step ignores sampler_steps
+        elif self._engine_key is None and proposal.artifact:
+            # Nothing runs or loads (the start failed): any change may be what makes the artifact usable.
+            try:
+                interface = self._check_new_engine(proposal)
+                new_engine = True
+            except SdmError as exc:
+                self.controller.error = f"cannot run artifact '{proposal.artifact}': {exc}"
+        else:
+            for running in (self.controller.interface, self.controller.pending_interface):
+                if running is not None:
+                    check_settings(proposal, running)
+        previous, self._settings = self._settings, proposal
+        self.controller.request_settings(proposal)
+        if new_engine:
+            self._start_load(proposal, interface, previous)
+
+    # -- callbacks --------------------------------------------------------------------------
+    def _on_image(self, camera: str, msg: Image) -> None:
+        rejected = self.controller.add_image(camera, stamp_to_ns(msg.header.stamp), image_fields(msg), self._now_ns())
+        if rejected is not None:
+            self._warn(f"{camera} {rejected.reason}", f"refused a frame on '{image_topic(camera)}': {rejected}")
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        names, positions = joint_state_fields(msg)
+        rejected = self.controller.add_joint_state(stamp_to_ns(msg.header.stamp), names, positions, self._now_ns())
+        if rejected is not None:
+            self._warn(f"joint_states {rejected.reason}", f"refused a message on 'joint_states': {rejected}")
+
+    def _on_cycle(self) -> None:
+        if not self.context.ok():  # shutting down: publishing would fail
+            return
+        result = self.controller.step(self._now_ns())
+        if result.swapped is not None:
+            self._subscribe(result.swapped)
+            self.get_logger().info(f"running '{result.swapped.artifact}' ({self.controller.policy.runner!r})")
+        if result.chunk is not None:
+            self._chunk_pub.publish(chunk_to_trajectory(result.chunk))
+            if result.clamps and result.clamps.total:
+                self._warn("clamps", f"limits clamped {result.clamps} in the latest chunk (see diagnostics)")
+        elif result.status in (STALE, ENGINE_ERROR, LATE):
+            self._warn(f"cycle {result.status}", f"no chunk ({result.status}): {result.message}")
+        elif result.status == NO_POLICY and self.controller.error:
+            self._warn("cycle no_policy", f"no chunk: {self.controller.error}", error=True)
+        rate = self.controller.settings.inference_rate_hz
+        if rate != self._rate_hz:
+            self._rate_hz = rate
+            self._timer.timer_period_ns = round(1e9 / rate)
+            self._timer.reset()
+
+    def _subscribe(self, interface: PolicyInterface) -> None:
+        """Subscriptions for the cameras and joints the running artifact needs (kept when unchanged)."""
+        for camera in list(self._image_subs):
+            if camera not in interface.cameras:
+                self.destroy_subscription(self._image_subs.pop(camera))
+        for camera in interface.cameras:
+            if camera not in self._image_subs:
+                self._image_subs[camera] = self.create_subscription(
+                    Image, image_topic(camera), lambda msg, c=camera: self._on_image(c, msg), SENSOR_QOS,
+                    callback_group=MutuallyExclusiveCallbackGroup(),
+                )
+        if interface.state_names and self._joint_sub is None:
+            self._joint_sub = self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS,
+                                                       callback_group=MutuallyExclusiveCallbackGroup())
+        elif not interface.state_names and self._joint_sub is not None:
+            self.destroy_subscription(self._joint_sub)
+            self._joint_sub = None
+
+    def _publish_diagnostics(self) -> None:
+        if not self.context.ok():
+            return
+        now = self._now_ns()
+        topics = {camera: sub.topic_name for camera, sub in self._image_subs.items()}
+        if self._joint_sub is not None:
+            topics[JOINT_STATES] = self._joint_sub.topic_name
+        report = self.controller.report(now, topics)
+        name = f"{self.get_name()}: policy"
+        self._diagnostics_pub.publish(report_to_diagnostics(report, name, self.get_fully_qualified_name(), now))
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _warn(self, key: str, message: str, error: bool = False) -> None:
+        """Throttled per ``key``: each child logger keeps its own throttle state."""
+        logger = self._loggers.get(key)
+        if logger is None:
+            logger = self._loggers[key] = self.get_logger().get_child(key.replace(" ", "_"))
+        if error:
+            logger.error(message, throttle_duration_sec=THROTTLE_S)
+        else:
+            logger.warning(message, throttle_duration_sec=THROTTLE_S)
+
+    def close(self) -> None:
+        """Stop loading and release the engines (before ``destroy_node``)."""
+        self._closing.set()
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout=10.0)
+        self.controller.close()
+
+
+def lower_thread_priority(niceness: int = 10) -> None:
+    """Make the calling thread yield the CPU to the inference and sensor threads (Linux).
+
+    On Linux every thread is its own scheduling entity and ``setpriority`` on a thread id changes
+    only that thread, so a load beside the running engine takes CPU time it would leave idle,
+    not time the next inference cycle needs. Elsewhere this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
+def _parameter(name: str, value: Any) -> Parameter:
+    if isinstance(value, tuple):
+        return Parameter(name, Parameter.Type.DOUBLE_ARRAY, list(value))
+    return Parameter(name, value=value)
+
+
+def main(args: list[str] | None = None) -> None:
+    # rclpy's MultiThreadedExecutor re-submits a ready callback on every pass of its spin loop until a
+    # worker thread has started it, and a worker needs the GIL to start: with Python's default 5 ms
+    # switch interval the spin thread busy-loops for up to 5 ms per callback (measured: 60% of a core
+    # at 60 sensor messages/s, delaying inference cycles). 0.5 ms cuts that tenfold.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    rclpy.init(args=args)
+    node = None
+    executor = MultiThreadedExecutor(num_threads=4)
+    try:
+        node = PolicyNode()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
