@@ -111,6 +111,16 @@ def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def apply_update(params: list, optimizer, scheduler, rank: Rank, grad_clip: float) -> None:
+    """Sum gradients across ranks, clip, step, advance the lr schedule, clear the gradients."""
+    rank.sum_grads(params)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def distill(
     teacher_path: str | Path,
     dataset: str | Path,
@@ -146,9 +156,11 @@ def distill(
     def schedule_lr(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config.warmup_steps, 10**12))
 
-    opt_g = make_optimizer(trainable(generator), config.lr_generator, config)
+    params_g = trainable(generator)
+    params_f = trainable(fake) if fake is not None else []
+    opt_g = make_optimizer(params_g, config.lr_generator, config)
     sched_g = schedule_lr(opt_g)
-    opt_f = make_optimizer(trainable(fake), config.lr_fake, config) if fake is not None else None
+    opt_f = make_optimizer(params_f, config.lr_fake, config) if fake is not None else None
     sched_f = schedule_lr(opt_f) if opt_f is not None else None
     tc = teacher.config
     sampler = WindowSampler(
@@ -207,20 +219,10 @@ def distill(
         if torch.is_tensor(total) and total.requires_grad:
             total.backward()
         if fake is not None:
-            rank.sum_grads(trainable(fake))
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable(fake), config.grad_clip)
-            opt_f.step()
-            sched_f.step()
-            opt_f.zero_grad(set_to_none=True)
+            apply_update(params_f, opt_f, sched_f, rank, config.grad_clip)
         if g_step:
-            rank.sum_grads(trainable(generator))
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable(generator), config.grad_clip)
-            opt_g.step()
-            sched_g.step()
             # Literal SDM keeps F's gradient on G between G steps; zeroing only here reproduces it.
-            opt_g.zero_grad(set_to_none=True)
+            apply_update(params_g, opt_g, sched_g, rank, config.grad_clip)
             ema.step(generator)
             if target is not None:
                 ema_update(target, generator, config.cd_ema)
