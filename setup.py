@@ -34,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sdm = sdm_controller.cli:main",
+            "sdm-launch = sdm_controller.cli:launch_main",
             "collect = sdm_controller.cli:collect_main",
             "train = sdm_controller.cli:train_main",
             "evaluate = sdm_controller.cli:evaluate_main",
@@ -41,6 +42,9 @@ setup(
             "bench = sdm_controller.cli:bench_main",
             "export = sdm_controller.cli:export_main",
             "policy_node = sdm_controller.ros.policy_node:main",
+            "franka_driver = sdm_controller.ros.franka_driver:main",
+            "realsense_camera = sdm_controller.ros.realsense_camera:main",
+            "mujoco_bridge = sdm_controller.ros.mujoco_bridge:main",
         ],
     },
 )
