@@ -1,18 +1,22 @@
-"""End-to-end latency of policy_node over DDS: observation stamp → chunk received, and engine time.
+"""policy_node over DDS: observation → chunk overhead, and chunk rate against the engine's speed.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/node_latency.py --seconds 30 \
-        --out benchmarks/results/node_latency.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/node_latency.py            # ~6 min on 2 cores
 
-Starts ``policy_node`` as its own process on an artifact (default: an untrained test artifact with
-two 96x96 cameras, see ``sdm_controller.control.test_artifacts``), publishes two 640x480 bgr8
-camera streams and FR3 joint states at ``--feed-hz`` from this process, and measures per chunk the
-time from its ``header.stamp`` (the newest observation it used) to its arrival here: image
-transport + resize + waiting for the next cycle + inference + publish. The engine's own time per
-call is read from the node's ``/diagnostics``. Writes the results JSON (DESIGN's benchmark format)
-and a PNG beside it.
+For the one-step policy and, for contrast, a teacher at DDIM-10 (untrained test artifacts, two
+96x96 cameras, tiny UNet: the node's cost does not depend on the weights), ``policy_node`` runs as
+its own process and this process feeds it over real DDS:
 
-DDS discovery is pinned to this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) on a private
-domain, whatever the calling shell says.
+1. **latency** (``trigger: observation``): two 640x480 bgr8 cameras (a RealSense-sized frame) and
+   FR3 joint states at ``--feed-hz`` with one stamp per tick, until ``--cycles`` chunks arrived.
+   Per chunk: image publish (its stamp) → chunk received here, and the **overhead** = that minus
+   the engine's own time for the same chunk (``~/cycle_timing``): DDS transport both ways,
+   decoding and resizing the frames, the observation window, limits, the message.
+2. **rate** (``trigger: timer`` at 200 Hz, faster than the engine): 96x96 rgb8 frames at
+   ``--rate-feed-hz`` for ``--rate-seconds``; the achieved chunk rate divided by what the engine
+   allows, ``min(1 / forward time, 200 Hz, frame rate)``.
+
+Writes ``benchmarks/results/node_latency.json`` (DESIGN's results format) and a PNG (latency and
+overhead histograms). DDS discovery is pinned to this machine on a private domain.
 """
 
 from __future__ import annotations
@@ -35,137 +39,240 @@ import subprocess  # noqa: E402
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+CAMERAS = ("wrist", "scene")
+HOME = [0.0, 0.0, 0.0, -1.5, 0.0, 1.8, 0.0, 0.02]
+RATE_CAP_HZ = 200.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--artifact", help="artifact folder (default: an untrained 2-camera test artifact)")
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rate-hz", type=float, default=10.0, help="inference_rate_hz of the node")
-    parser.add_argument("--feed-hz", type=float, default=30.0, help="camera and joint state rate")
-    parser.add_argument("--seconds", type=float, default=30.0, help="measurement time after warm-up")
+    parser.add_argument("--cycles", type=int, default=2000, help="chunks measured per policy (latency phase)")
+    parser.add_argument("--feed-hz", type=float, default=30.0, help="camera rate of the latency phase")
+    parser.add_argument("--rate-feed-hz", type=float, default=150.0, help="camera rate of the rate phase")
+    parser.add_argument("--rate-seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "node_latency.json")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-    from sensor_msgs.msg import Image, JointState
-    from trajectory_msgs.msg import JointTrajectory
+class Probe:
+    """Test-side node: feeds cameras and joints, records chunks and the node's cycle timing."""
 
-    from sdm_controller.bench.machine import describe_machine
-    from sdm_controller.control.test_artifacts import FR3_JOINTS, make_test_artifact
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.parameter_client import AsyncParameterClient
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Float64MultiArray
+        from trajectory_msgs.msg import JointTrajectory
 
-    workdir = Path(tempfile.mkdtemp(prefix="node_latency_"))
-    artifact = Path(args.artifact) if args.artifact else make_test_artifact(
-        workdir / "artifact", cameras=("wrist", "scene"), image_size=(96, 96))
-    log = (workdir / "policy_node.log").open("w")
-    node_proc = subprocess.Popen(
-        [sys.executable, "-m", "sdm_controller.ros.policy_node", "--ros-args", "-p", f"artifact:={artifact}",
-         "-p", f"backend:={args.backend}", "-p", f"device:={args.device}", "-p", f"inference_rate_hz:={args.rate_hz}"],
-        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")),
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    rclpy.init()
-    node = Node("node_latency_bench")
-    latencies: list[float] = []
-    diagnostics: dict[str, str] = {}
-    measuring = threading.Event()
+        from sdm_controller.control.test_artifacts import FR3_JOINTS
 
-    def on_chunk(msg: JointTrajectory) -> None:
-        if measuring.is_set():
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            latencies.append((node.get_clock().now().nanoseconds - stamp) / 1e6)
+        rclpy.init()
+        self.Image, self.JointState = Image, JointState
+        self.node = Node("node_latency_bench")
+        self.lock = threading.Lock()
+        self.received: dict[int, int] = {}  # chunk stamp -> receive time (ns, this node's clock)
+        self.engine_ms: dict[int, float] = {}  # chunk stamp -> engine time of that chunk
+        self.node.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, 100)
+        self.node.create_subscription(Float64MultiArray, "policy_node/cycle_timing", self._on_timing, 100)
+        self.image_pubs = [self.node.create_publisher(Image, f"{c}/image_raw", 10) for c in CAMERAS]
+        self.joint_pub = self.node.create_publisher(JointState, "joint_states", 10)
+        self.names = list(FR3_JOINTS)
+        self.params = AsyncParameterClient(self.node, "policy_node")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
 
-    def on_diagnostics(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == "policy_node: policy":
-                diagnostics.update({kv.key: kv.value for kv in status.values})
+    def _on_chunk(self, msg) -> None:
+        now = self.node.get_clock().now().nanoseconds
+        with self.lock:
+            self.received[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = now
 
-    node.create_subscription(JointTrajectory, "action_chunk", on_chunk, 50)
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    image_pubs = [node.create_publisher(Image, f"{c}/image_raw", 10) for c in ("wrist", "scene")]
-    joint_pub = node.create_publisher(JointState, "joint_states", 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    pixels = np.random.default_rng(0).integers(0, 256, 480 * 640 * 3, dtype=np.uint8).tobytes()
-    names = list(FR3_JOINTS)
-    home = [0.0, 0.0, 0.0, -1.5, 0.0, 1.8, 0.0, 0.02]
-    try:
-        start = time.monotonic()
-        warmup_s = 20.0  # node start, engine load, first chunks
-        while time.monotonic() - start < warmup_s + args.seconds:
-            if time.monotonic() - start > warmup_s and diagnostics.get("state") == "published":
-                measuring.set()
-            stamp = node.get_clock().now().to_msg()
-            for pub in image_pubs:
-                msg = Image(height=480, width=640, encoding="bgr8", step=640 * 3, data=pixels)
+    def _on_timing(self, msg) -> None:
+        with self.lock:
+            self.engine_ms[int(msg.data[0]) * 1_000_000_000 + int(msg.data[1])] = float(msg.data[2])
+
+    def reset(self) -> None:
+        with self.lock:
+            self.received.clear()
+            self.engine_ms.clear()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.received)
+
+    def set(self, **values) -> None:
+        from rclpy.parameter import Parameter
+
+        if not self.params.wait_for_services(timeout_sec=30):
+            raise RuntimeError("policy_node's parameter services did not appear")
+        future = self.params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        deadline = time.monotonic() + 20
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not future.done() or not all(r.successful for r in future.result().results):
+            raise RuntimeError(f"policy_node refused {values}")
+
+    def feed(self, width: int, height: int, encoding: str, hz: float, until) -> float:
+        """Publish frames + joints at ``hz`` until ``until()``; returns the achieved frame rate."""
+        channels = 3
+        pixels = np.random.default_rng(0).integers(0, 256, width * height * channels, dtype=np.uint8).tobytes()
+        period, ticks, start = 1.0 / hz, 0, time.monotonic()
+        while not until():
+            stamp = self.node.get_clock().now().to_msg()
+            for pub in self.image_pubs:
+                msg = self.Image(height=height, width=width, encoding=encoding, step=width * channels, data=pixels)
                 msg.header.stamp = stamp
                 pub.publish(msg)
-            joints = JointState(name=names, position=home)
+            joints = self.JointState(name=self.names, position=HOME)
             joints.header.stamp = stamp
-            joint_pub.publish(joints)
-            time.sleep(1.0 / args.feed_hz)
-    finally:
-        executor.shutdown()
-        spinner.join(5)
-        node.destroy_node()
+            self.joint_pub.publish(joints)
+            ticks += 1
+            time.sleep(max(0.0, start + ticks * period - time.monotonic()))
+        return ticks / (time.monotonic() - start)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.spinner.join(5)
+        self.node.destroy_node()
         rclpy.try_shutdown()
-        node_proc.send_signal(signal.SIGINT)
+
+
+def start_node(artifact: Path, backend: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sdm_controller.ros.policy_node", "--ros-args", "-p", f"artifact:={artifact}",
+         "-p", f"backend:={backend}", "-p", "sampler_steps:=10", "-p", "trigger:=observation",
+         "-p", f"inference_rate_hz:={RATE_CAP_HZ}"],
+        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")),
+        stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+
+
+def measure(
+    probe: Probe, method: str, artifact: Path, args: argparse.Namespace, log: Path
+) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Both phases for one artifact: (latency row, rate row), latencies and overheads in ms."""
+    from tqdm import tqdm
+
+    proc = start_node(artifact, args.backend, log)
+    try:
+        probe.reset()
+        deadline = time.monotonic() + 60
+        probe.feed(640, 480, "bgr8", args.feed_hz, lambda: probe.count() >= 20 or time.monotonic() > deadline)
+        if probe.count() < 20:
+            raise RuntimeError(f"{method}: no chunks within 60 s; node log: {log}")
+        probe.reset()
+        bar = tqdm(total=args.cycles, desc=f"{method} latency")
+
+        def done() -> bool:
+            bar.n = min(probe.count(), args.cycles)
+            bar.refresh()
+            return bar.n >= args.cycles
+
+        fed_hz = probe.feed(640, 480, "bgr8", args.feed_hz, done)
+        bar.close()
+        time.sleep(0.5)  # the last timing records
+        with probe.lock:
+            pairs = [(probe.received[s] - s, probe.engine_ms[s]) for s in probe.received if s in probe.engine_ms]
+        total = np.array([p[0] for p in pairs]) / 1e6
+        engine = np.array([p[1] for p in pairs])
+        overhead = total - engine
+        latency_row = {
+            "method": method, "phase": "latency", "backend": args.backend, "trigger": "observation",
+            "image": "2 x 640x480 bgr8", "feed_hz": round(fed_hz, 1), "n": int(len(pairs)),
+            "p50_ms": float(np.percentile(total, 50)), "p99_ms": float(np.percentile(total, 99)),
+            "engine_p50_ms": float(np.percentile(engine, 50)), "engine_p99_ms": float(np.percentile(engine, 99)),
+            "overhead_p50_ms": float(np.percentile(overhead, 50)),
+            "overhead_p99_ms": float(np.percentile(overhead, 99)),
+        }
+
+        probe.set(trigger="timer")
+        probe.reset()
+        end = time.monotonic() + 3.0  # settle into the timer mode
+        probe.feed(96, 96, "rgb8", args.rate_feed_hz, lambda: time.monotonic() > end)
+        probe.reset()
+        start = time.monotonic()
+        end = start + args.rate_seconds
+        fed_hz = probe.feed(96, 96, "rgb8", args.rate_feed_hz, lambda: time.monotonic() > end)
+        elapsed = time.monotonic() - start
+        with probe.lock:
+            chunks = len(probe.received)
+            forward = float(np.median(list(probe.engine_ms.values())))
+        chunk_rate = chunks / elapsed
+        limit = min(1000.0 / forward, RATE_CAP_HZ, fed_hz)
+        rate_row = {
+            "method": method, "phase": "rate", "backend": args.backend, "trigger": "timer",
+            "inference_rate_hz": RATE_CAP_HZ, "image": "2 x 96x96 rgb8", "feed_hz": round(fed_hz, 1),
+            "n": chunks, "chunk_rate_hz": chunk_rate, "forward_ms_p50": forward, "engine_limit_hz": 1000.0 / forward,
+            "binding_limit_hz": limit, "rate_ratio": chunk_rate / limit,
+        }
+        return [latency_row, rate_row], total, overhead
+    finally:
+        proc.send_signal(signal.SIGINT)
         try:
-            node_proc.wait(15)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
-            node_proc.kill()
-        log.close()
-    if not latencies:
-        print(f"no chunks measured; node log: {workdir / 'policy_node.log'}", file=sys.stderr)
-        return 1
-    p50, p99 = np.percentile(latencies, [50, 99])
-    backend = diagnostics.get("backend", args.backend)
-    rows = [
-        {"backend": backend, "method": "node-obs-to-chunk", "p50_ms": float(p50), "p99_ms": float(p99),
-         "n": len(latencies), "inference_rate_hz": args.rate_hz, "feed_hz": args.feed_hz, "image": "640x480 bgr8"},
-        {"backend": backend, "method": "engine", "p50_ms": float(diagnostics.get("inference latency_p50_ms", "nan")),
-         "p99_ms": float(diagnostics.get("inference latency_p99_ms", "nan")),
-         "n": min(200, int(diagnostics.get("chunks published", 0))),  # the node keeps the last 200 calls
-         "chunk_rate_hz": float(diagnostics.get("chunk rate_hz", "nan"))},
-    ]
+            proc.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from sdm_controller.bench.machine import describe_machine
+    from sdm_controller.control.test_artifacts import make_test_artifact
+
+    workdir = Path(tempfile.mkdtemp(prefix="node_latency_"))
+    probe = Probe()
+    rows: list[dict] = []
+    series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        for method, one_step in (("one-step", True), ("teacher-ddim10", False)):
+            artifact = make_test_artifact(workdir / method, cameras=CAMERAS, image_size=(96, 96), one_step=one_step)
+            new_rows, total, overhead = measure(probe, method, artifact, args, workdir / f"{method}.log")
+            rows += new_rows
+            series[method] = (total, overhead)
+    finally:
+        probe.close()
     result = {
         "machine": describe_machine(),
         "command": "python benchmarks/node_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "artifact": str(artifact) if args.artifact else "untrained test artifact, 2 cameras 96x96, tiny UNet",
+        "artifact": "untrained test artifacts: 2 cameras 96x96, tiny UNet (sdm_controller.control.test_artifacts)",
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    plot(rows, args.out.with_suffix(".png"))
-    for row in rows:
-        print(f"{row['method']:>18}: p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  (n={row['n']})")
+    plot(series, args.out.with_suffix(".png"))
+    print(f"{'method':>15} {'n':>5} {'total p50/p99 ms':>17} {'engine p50':>10} {'overhead p50/p99 ms':>20} "
+          f"{'chunk Hz':>8} {'limit Hz':>8} {'ratio':>6}")
+    for latency, rate in zip(rows[::2], rows[1::2], strict=True):
+        print(f"{latency['method']:>15} {latency['n']:>5} {latency['p50_ms']:>8.2f}/{latency['p99_ms']:<8.2f} "
+              f"{latency['engine_p50_ms']:>10.2f} "
+              f"{latency['overhead_p50_ms']:>10.2f}/{latency['overhead_p99_ms']:<9.2f} "
+              f"{rate['chunk_rate_hz']:>8.1f} {rate['binding_limit_hz']:>8.1f} {rate['rate_ratio']:>6.2f}")
     return 0
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(series: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["p50_ms"] for r in rows], 0.4, label="p50")
-    ax.bar(x + 0.2, [r["p99_ms"] for r in rows], 0.4, label="p99")
-    ax.set_xticks(x, [f"{r['method']}\n({r['backend']})" for r in rows])
-    ax.set_ylabel("ms")
-    ax.set_title("policy_node latency")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for method, (total, overhead) in series.items():
+        axes[0].hist(total, bins=60, alpha=0.6, label=method)
+        axes[1].hist(overhead, bins=60, alpha=0.6, label=method)
+    axes[0].set_xlabel("image publish → chunk received (ms)")
+    axes[1].set_xlabel("overhead = that − engine time of the chunk (ms)")
+    for ax in axes:
+        ax.set_ylabel("chunks")
+        ax.legend()
+    fig.suptitle("policy_node latency over DDS (trigger: observation)")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 

@@ -31,6 +31,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from sdm_controller.control.test_artifacts import FR3_JOINTS, joint_limits, make_test_artifact  # noqa: E402
@@ -396,6 +397,39 @@ def test_disable_and_enable(ros, params, policy_node):
     assert result.successful
     wait_for_no_chunks(recorder, 1.0, 10, policy_node.log)
     assert wait_future(params.set_parameters([Parameter("enabled", value=True)])).results[0].successful
+    check_recovers(recorder, policy_node.log)
+
+
+def test_observation_trigger_runs_a_cycle_per_new_frame(ros, params, policy_node):
+    """trigger=observation: one chunk per fed frame set (timer mode at RATE_HZ gives a quarter of
+    that), each stamped with a distinct fed stamp, and one cycle_timing record per chunk."""
+    node, feeder, recorder, _ = ros
+    timings: list[tuple[int, float]] = []
+    sub = node.create_subscription(
+        Float64MultiArray, "policy_node/cycle_timing",
+        lambda m: timings.append((int(m.data[0]) * 1_000_000_000 + int(m.data[1]), m.data[2])), 50)
+    changes = [Parameter("trigger", value="observation"), Parameter("inference_rate_hz", value=100.0)]
+    try:
+        assert all(r.successful for r in wait_future(params.set_parameters(changes)).results)
+        time.sleep(1.0)
+        t = time.monotonic()
+        with feeder.lock:
+            fed_before = len(feeder.stamps)
+        time.sleep(4.0)
+        with feeder.lock:
+            fed = len(feeder.stamps) - fed_before
+            published = set(feeder.stamps)
+        chunks = recorder.since(t)
+        stamps = [stamp_ns(m.header.stamp) for m in chunks]
+        assert len(set(stamps)) == len(stamps) and set(stamps) <= published
+        assert len(chunks) >= 0.6 * fed > 2 * RATE_HZ * 4.0, (len(chunks), fed)
+        timed = dict(timings)
+        assert sum(s in timed for s in stamps) >= len(stamps) - 2  # the newest may still be in flight
+        assert all(engine_ms > 0 for engine_ms in timed.values())
+    finally:
+        node.destroy_subscription(sub)
+        restore = [Parameter("trigger", value="timer"), Parameter("inference_rate_hz", value=RATE_HZ)]
+        assert all(r.successful for r in wait_future(params.set_parameters(restore)).results)
     check_recovers(recorder, policy_node.log)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class CycleResult:
     message: str = ""
     swapped: PolicyInterface | None = None  # set when this cycle switched to a new engine
     clamps: ClampCounts | None = None
+    engine_ms: float | None = None  # the engine's own time for this chunk
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,6 +155,20 @@ class PolicyController:
         self.input_rates[JOINT_STATES].add(now_ns)
         return None
 
+    def has_new_observation(self) -> bool:
+        """Whether every input stream holds a sample newer than the last chunk's stamp.
+
+        That is when a cycle would build a chunk from a new window (its stamp is the oldest of the
+        streams' newest stamps); ``trigger: observation`` starts a cycle exactly then.
+        """
+        intake = self._intake
+        if intake is None:
+            return False
+        newest = [intake.buffer.newest_stamp(name) for name in intake.buffer.streams]
+        if not newest or any(stamp is None for stamp in newest):
+            return False
+        return self._last_stamp is None or min(newest) > self._last_stamp
+
     # -- the inference cycle (inference thread) ---------------------------------------------
     def step(self, now_ns: int) -> CycleResult:
         swapped = self._apply_pending()
@@ -161,7 +176,7 @@ class PolicyController:
         self.outcomes.add(result.status)
         self.last_status, self.last_message = result.status, result.message
         if swapped is not None:
-            result = CycleResult(result.status, result.chunk, result.message, swapped, result.clamps)
+            result = replace(result, swapped=swapped)
         return result
 
     def _cycle(self, now_ns: int) -> CycleResult:
@@ -186,7 +201,8 @@ class PolicyController:
         except Exception as exc:  # noqa: BLE001 - NonFiniteError, EngineInputError, a CUDA error: no chunk, go on
             self.rejected.add(f"engine {type(exc).__name__}")
             return CycleResult(ENGINE_ERROR, message=f"the engine failed: {exc}")
-        self.latency.add(float(policy.runner.last_timing.get("total_ms", float("nan"))))
+        engine_ms = float(policy.runner.last_timing.get("total_ms", float("nan")))
+        self.latency.add(engine_ms)
         blended = self.blender.blend(prediction, resolved.executed_steps, now_ns)
         if blended is None:
             return CycleResult(LATE, message="every action of the chunk was already due when it was ready")
@@ -200,7 +216,7 @@ class PolicyController:
         self.last_chunk = chunk
         self.chunks_published += 1
         self.chunk_rate.add(now_ns)
-        return CycleResult(PUBLISHED, chunk, clamps=counts)
+        return CycleResult(PUBLISHED, chunk, clamps=counts, engine_ms=engine_ms)
 
     def _reference(
         self, chunk: ActionChunk, window: ObservationWindow, interface: PolicyInterface

@@ -28,6 +28,7 @@ from sdm_controller.control.policy_interface import PolicyInterface
 from sdm_controller.errors import SdmError
 
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
+TRIGGER_MODES = ("timer", "observation")
 DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
 
@@ -56,6 +57,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   range=(1, 1000)),
     ParameterSpec("inference_rate_hz", 10.0, "Rate of the inference cycle (one chunk per cycle when the "
                   "observations are fresh).", range=(0.1, 200.0)),
+    ParameterSpec("trigger", "timer", "What starts an inference cycle: timer (every 1/inference_rate_hz) or "
+                  "observation (as soon as every input has a sample newer than the last chunk's, at most "
+                  "inference_rate_hz; the lowest observation-to-chunk latency).", choices=TRIGGER_MODES),
     ParameterSpec("executed_steps", 0, "Actions published per chunk, from the newest observation on; 0 = all "
                   "n_action_steps of the artifact.", range=(0, 256)),
     ParameterSpec("blending", "off", "Chunk blending: off (publish each chunk as predicted), exponential "
@@ -92,6 +96,7 @@ class NodeSettings:
     device: str = "cpu"
     sampler_steps: int = 10
     inference_rate_hz: float = 10.0
+    trigger: str = "timer"
     executed_steps: int = 0
     blending: str = "off"
     blend_coefficient: float = 0.1

@@ -41,6 +41,7 @@ class DistillConfig:
     weighting: str = "sdm"  # per-level weight of (x0_fake - x0_real): "sdm" alpha/sigma^2, "sigma2" alpha^2
     score_normalizer: str = "batch"  # divide g by mean |x_t - alpha x0_real| / sigma^2 over the batch / sample
     literal: bool = False  # SDM as released: F's loss does not detach the generator sample
+    sample_clamp: bool = False  # DM/DSM see G's sample clamped to [-1, 1] (what acts), gradient passed straight
     noise_input: bool = True  # OneDP-D feeds zeros instead of noise
     encoder_trainable: bool = False  # OneDP trains copies of the encoder in G and F
     generator_ema: float = 0.999  # EMA decay of G's weights (the EMA is what is saved and evaluated)

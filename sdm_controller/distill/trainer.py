@@ -205,6 +205,11 @@ def distill(
             need_grad = g_step or config.literal
             with torch.set_grad_enabled(need_grad):
                 a = generator.generate(z, cond_gen)
+                if config.sample_clamp:
+                    # The policy acts on the clamped chunk, so the scores are read there; the
+                    # straight-through gradient still reaches saturated entries (a hard clamp
+                    # would freeze them).
+                    a = a + (a.clamp(-1.0, 1.0) - a).detach()
             cond_fake = fake.condition(obs) if (fake is not None and config.encoder_trainable) else cond_real
             terms = dm.terms(
                 a,

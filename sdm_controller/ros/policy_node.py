@@ -10,8 +10,16 @@ Topics (relative, remappable):
   ``joint_states`` (``sensor_msgs/JointState``); sensor QoS, latest only (best effort, depth 1);
 * out: ``action_chunk`` (``trajectory_msgs/JointTrajectory``, reliable): ``header.stamp`` is the
   newest observation's stamp, point k is due ``(k + 1) * control_period`` after it (see
-  ``sdm_controller.control.chunk``), with knot velocities and the last one zero; and
-  ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, 1 Hz).
+  ``sdm_controller.control.chunk``), with knot velocities and the last one zero;
+  ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, 1 Hz); and ``~/cycle_timing``
+  (``std_msgs/Float64MultiArray``, one per chunk: the chunk's stamp as sec and nanosec, the
+  engine's time and the whole cycle's time in ms, labelled in the layout) for latency profiling.
+
+Cycles: with ``trigger: timer`` one runs every ``1/inference_rate_hz``. With ``trigger:
+observation`` the sensor callbacks wake the inference group (a guard condition) as soon as every
+input has a sample newer than the last chunk's, so a chunk leaves one engine call after its
+newest frame arrived; the timer then only catches frames that came sooner than
+``1/inference_rate_hz`` after the previous cycle (the rate cap).
 
 Threads (``MultiThreadedExecutor``): each subscription has its own mutually exclusive callback
 group (a topic's messages are handled in order, different topics in parallel); the inference
@@ -52,6 +60,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory
 
 from sdm_controller.control.controller import (
@@ -88,6 +97,7 @@ SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, hist
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 THROTTLE_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
+TIMING_FIELDS = "stamp_sec,stamp_nanosec,engine_ms,cycle_ms"
 
 
 def image_topic(camera: str) -> str:
@@ -121,7 +131,10 @@ class PolicyNode(Node):
 
         self._chunk_pub = self.create_publisher(JointTrajectory, "action_chunk", COMMAND_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._timer = self.create_timer(1.0 / self._rate_hz, self._on_cycle, callback_group=self._inference_group)
+        self._timing_pub = self.create_publisher(Float64MultiArray, "~/cycle_timing", 10)
+        self._last_cycle_ns = 0
+        self._timer = self.create_timer(1.0 / self._rate_hz, self._on_timer, callback_group=self._inference_group)
+        self._trigger = self.create_guard_condition(self._on_trigger, callback_group=self._inference_group)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
                                                     callback_group=self._diagnostics_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -240,22 +253,43 @@ class PolicyNode(Node):
         rejected = self.controller.add_image(camera, stamp_to_ns(msg.header.stamp), image_fields(msg), self._now_ns())
         if rejected is not None:
             self._warn(f"{camera} {rejected.reason}", f"refused a frame on '{image_topic(camera)}': {rejected}")
+        else:
+            self._wake_on_observation()
 
     def _on_joint_state(self, msg: JointState) -> None:
         names, positions = joint_state_fields(msg)
         rejected = self.controller.add_joint_state(stamp_to_ns(msg.header.stamp), names, positions, self._now_ns())
         if rejected is not None:
             self._warn(f"joint_states {rejected.reason}", f"refused a message on 'joint_states': {rejected}")
+        else:
+            self._wake_on_observation()
+
+    def _wake_on_observation(self) -> None:
+        if self._settings.trigger == "observation" and self.controller.has_new_observation():
+            self._trigger.trigger()
+
+    def _on_timer(self) -> None:
+        # A loaded engine takes over (and subscribes its inputs) in a cycle, so one waiting runs it.
+        controller = self.controller
+        if self._settings.trigger == "timer" or controller.pending_interface or controller.has_new_observation():
+            self._on_cycle()
+
+    def _on_trigger(self) -> None:
+        # Rate cap: a frame that comes too soon waits for the timer (which then finds it new).
+        if self._now_ns() - self._last_cycle_ns >= 1e9 / self._rate_hz:
+            self._on_cycle()
 
     def _on_cycle(self) -> None:
         if not self.context.ok():  # shutting down: publishing would fail
             return
-        result = self.controller.step(self._now_ns())
+        start_ns = self._last_cycle_ns = self._now_ns()
+        result = self.controller.step(start_ns)
         if result.swapped is not None:
             self._subscribe(result.swapped)
             self.get_logger().info(f"running '{result.swapped.artifact}' ({self.controller.policy.runner!r})")
         if result.chunk is not None:
             self._chunk_pub.publish(chunk_to_trajectory(result.chunk))
+            self._publish_timing(result.chunk.stamp_ns, result.engine_ms, (self._now_ns() - start_ns) / 1e6)
             if result.clamps and result.clamps.total:
                 self._warn("clamps", f"limits clamped {result.clamps} in the latest chunk (see diagnostics)")
         elif result.status in (STALE, ENGINE_ERROR, LATE):
@@ -267,6 +301,12 @@ class PolicyNode(Node):
             self._rate_hz = rate
             self._timer.timer_period_ns = round(1e9 / rate)
             self._timer.reset()
+
+    def _publish_timing(self, stamp_ns: int, engine_ms: float | None, cycle_ms: float) -> None:
+        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+        msg = Float64MultiArray(data=[float(sec), float(nanosec), float(engine_ms or 0.0), cycle_ms])
+        msg.layout.dim = [MultiArrayDimension(label=TIMING_FIELDS, size=4, stride=4)]
+        self._timing_pub.publish(msg)
 
     def _subscribe(self, interface: PolicyInterface) -> None:
         """Subscriptions for the cameras and joints the running artifact needs (kept when unchanged)."""
