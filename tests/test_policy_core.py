@@ -585,6 +585,20 @@ def test_cycle_publishes_a_timed_limited_chunk():
     assert controller.step(T0 + 170 * MS).status == NO_NEW_OBSERVATION
 
 
+def test_new_observation_means_every_stream_moved_past_the_last_chunk():
+    controller = running_controller()
+    assert not controller.has_new_observation()  # nothing received yet
+    for i in range(2):
+        feed(controller, T0 + i * 50 * MS)
+    assert controller.has_new_observation()
+    assert controller.step(T0 + 60 * MS).status == PUBLISHED
+    assert not controller.has_new_observation()  # that window has been used
+    controller.add_image("wrist", T0 + 100 * MS, rgb_image(16, 16), T0 + 100 * MS)
+    assert not controller.has_new_observation()  # the other camera and the joints have not moved yet
+    feed(controller, T0 + 110 * MS, cameras=("scene",))
+    assert controller.has_new_observation()
+
+
 def test_cycle_limits_steps_from_the_last_commanded_point():
     settings = NodeSettings(max_step_rad=0.005)
     controller = running_controller(settings)
