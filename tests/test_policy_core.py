@@ -588,14 +588,14 @@ def test_cycle_publishes_a_timed_limited_chunk():
 def test_new_observation_means_every_stream_moved_past_the_last_chunk():
     controller = running_controller()
     assert not controller.has_new_observation()  # nothing received yet
-    for i in range(2):
+    for i in range(4):
         feed(controller, T0 + i * 50 * MS)
     assert controller.has_new_observation()
-    assert controller.step(T0 + 60 * MS).status == PUBLISHED
+    assert controller.step(T0 + 160 * MS).status == PUBLISHED
     assert not controller.has_new_observation()  # that window has been used
-    controller.add_image("wrist", T0 + 100 * MS, rgb_image(16, 16), T0 + 100 * MS)
+    controller.add_image("wrist", T0 + 200 * MS, rgb_image(16, 16), T0 + 200 * MS)
     assert not controller.has_new_observation()  # the other camera and the joints have not moved yet
-    feed(controller, T0 + 110 * MS, cameras=("scene",))
+    feed(controller, T0 + 210 * MS, cameras=("scene",))
     assert controller.has_new_observation()
 
 
