@@ -8,6 +8,7 @@ import torch
 from sdm_controller.errors import ConfigError
 from sdm_controller.policy.conditional_unet1d import ConditionalUnet1D
 from sdm_controller.policy.configuration_diffusion import UNET_PRESETS, DiffusionConfig, ObservationSpec
+from sdm_controller.policy.convnet import ConvNetEncoder
 from sdm_controller.policy.encoders import ObservationEncoder, crop_images
 from sdm_controller.policy.resnet import ResNet18Encoder
 
@@ -88,6 +89,27 @@ def test_spatial_softmax_keypoints_stay_in_unit_box_for_extreme_maps():
 def test_resnet_rejects_odd_feature_dim():
     with pytest.raises(ValueError, match="even"):
         ResNet18Encoder(feature_dim=33)
+
+
+def test_convnet_encoder_follows_a_moving_blob():
+    """The small encoder keeps position: a bright square moved across the image moves the keypoints."""
+    torch.manual_seed(0)
+    encoder = ConvNetEncoder(feature_dim=16).eval()
+    images = torch.zeros(2, 3, 48, 48)
+    images[0, :, 4:12, 4:12] = 1.0
+    images[1, :, 36:44, 36:44] = 1.0
+    with torch.no_grad():
+        features = encoder(images)
+    assert features.shape == (2, 16) and features.abs().max() <= 1.0
+    assert (features[0] - features[1]).abs().max() > 1e-3
+
+
+def test_image_encoder_choice_reaches_the_observation_encoder():
+    spec = ObservationSpec(cameras={"front": (3, 32, 32)})
+    small = ObservationEncoder(DiffusionConfig(obs=spec, action_dim=4, image_encoder="convnet"))
+    assert isinstance(small.cameras["front"], ConvNetEncoder)
+    with pytest.raises(ConfigError, match="image_encoder"):
+        DiffusionConfig(obs=spec, action_dim=4, image_encoder="vit")
 
 
 # -- crop_images -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ UNET_PRESETS: dict[str, tuple[int, ...]] = {
     "dp3": (512, 1024, 2048),
 }
 PREDICTION_TYPES = ("epsilon", "sample")
+IMAGE_ENCODERS = ("resnet18", "convnet")
 
 
 @dataclass
@@ -70,6 +71,7 @@ class DiffusionConfig:
     state_hidden_dim: int = 256  # hidden width of the low-dim observation MLP
     state_feature_dim: int = 64  # per-frame feature from the low-dim MLP
     image_feature_dim: int = 64  # per-camera feature (2 x spatial-softmax keypoints)
+    image_encoder: str = "resnet18"  # "resnet18" (Diffusion Policy's, GroupNorm) or "convnet" (small, for CPUs)
     crop_fraction: float = 0.9  # random crop (training) / centre crop (inference) side fraction
 
     def __post_init__(self) -> None:
@@ -91,6 +93,8 @@ class DiffusionConfig:
                 f"n_obs_steps - 1 + n_action_steps = {self.n_obs_steps - 1 + self.n_action_steps} exceeds "
                 f"horizon {self.horizon}: the executed actions must lie inside the predicted chunk"
             )
+        if self.image_encoder not in IMAGE_ENCODERS:
+            raise ConfigError(f"image_encoder '{self.image_encoder}' is unknown; expected one of {IMAGE_ENCODERS}")
         if not 0.5 <= self.crop_fraction <= 1.0:
             raise ConfigError(f"crop_fraction must lie in [0.5, 1], got {self.crop_fraction}")
 

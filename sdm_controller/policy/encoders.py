@@ -10,7 +10,10 @@ import torch
 from torch import nn
 
 from sdm_controller.policy.configuration_diffusion import DiffusionConfig
+from sdm_controller.policy.convnet import ConvNetEncoder
 from sdm_controller.policy.resnet import ResNet18Encoder
+
+IMAGE_ENCODER_CLASSES = {"resnet18": ResNet18Encoder, "convnet": ConvNetEncoder}
 
 
 def crop_images(images: torch.Tensor, fraction: float, random: bool) -> torch.Tensor:
@@ -53,7 +56,8 @@ class ObservationEncoder(nn.Module):
                 nn.Linear(config.state_hidden_dim, config.state_feature_dim),
             )
             frame_dim += config.state_feature_dim
-        self.cameras = nn.ModuleDict({name: ResNet18Encoder(config.image_feature_dim) for name in self.camera_names})
+        encoder = IMAGE_ENCODER_CLASSES[config.image_encoder]
+        self.cameras = nn.ModuleDict({name: encoder(config.image_feature_dim) for name in self.camera_names})
         frame_dim += len(self.camera_names) * config.image_feature_dim
         self.output_dim = config.n_obs_steps * frame_dim
 
