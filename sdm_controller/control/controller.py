@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from sdm_controller.control.limits import ClampCounts
 from sdm_controller.control.observation import NotReady, ObservationBuffer, ObservationWindow
 from sdm_controller.control.policy_interface import PolicyInterface
 from sdm_controller.control.rejected import RejectedInput
+from sdm_controller.control.report import ERROR, OK, WARN, Report
 from sdm_controller.control.runner import PolicyRunner
 from sdm_controller.control.settings import NodeSettings, ResolvedSettings, SettingsError, check_settings
 from sdm_controller.control.stats import LatencyWindow, RateMeter, Tally
@@ -43,7 +44,6 @@ NO_NEW_OBSERVATION = "no_new_observation"
 LATE = "late"
 ENGINE_ERROR = "engine_error"
 
-OK, WARN, ERROR = 0, 1, 2  # diagnostic levels (same values as diagnostic_msgs/DiagnosticStatus)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,15 +61,6 @@ class ActivePolicy:
     runner: PolicyRunner
     interface: PolicyInterface
     resolved: ResolvedSettings
-
-
-@dataclass
-class Report:
-    """Diagnostic status: level (OK/WARN/ERROR), one-line message, key/value pairs."""
-
-    level: int
-    message: str
-    values: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,7 +15,6 @@ it is warm; everything else applies from the next inference cycle.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -24,27 +23,12 @@ import numpy as np
 
 from sdm_controller.control.blending import BLENDING_MODES, EXPONENTIAL
 from sdm_controller.control.limits import JointLimits
+from sdm_controller.control.parameter_spec import ParameterSpec, SettingsError, coerce
 from sdm_controller.control.policy_interface import PolicyInterface
-from sdm_controller.errors import SdmError
 
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
 TRIGGER_MODES = ("timer", "observation")
-DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
-
-
-class SettingsError(SdmError):
-    """A parameter value (or combination) the node refuses; the message names the parameter."""
-
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    """One ROS parameter of the node."""
-
-    name: str
-    default: Any  # its type is the parameter's type (tuple = double array)
-    description: str
-    range: tuple[float, float] | None = None  # inclusive, for int and float parameters
-    choices: tuple[str, ...] | None = None  # for string parameters
+DEVICE_PATTERN = r"^(cpu|auto|cuda(:\d+)?)$"
 
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
@@ -52,7 +36,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "new engine beside the running one and swaps when it is warm."),
     ParameterSpec("backend", "auto", "Inference backend; auto picks the fastest that works here.",
                   choices=BACKEND_CHOICES),
-    ParameterSpec("device", "cpu", "Torch device of the engine: cpu, cuda, cuda:N or auto."),
+    ParameterSpec("device", "cpu", "Torch device of the engine: cpu, cuda, cuda:N or auto.",
+                  pattern=DEVICE_PATTERN, hint="cpu, cuda, cuda:N or auto"),
     ParameterSpec("sampler_steps", 10, "DDIM steps for teacher artifacts (one-step artifacts ignore it).",
                   range=(1, 1000)),
     ParameterSpec("inference_rate_hz", 10.0, "Rate of the inference cycle (one chunk per cycle when the "
@@ -124,47 +109,6 @@ class NodeSettings:
 
     def changed(self, other: NodeSettings) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
-
-
-def coerce(spec: ParameterSpec, value: Any) -> Any:
-    """``value`` as the parameter's type, or :class:`SettingsError`."""
-    name, default = spec.name, spec.default
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise SettingsError(f"parameter '{name}' must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"parameter '{name}' must be an integer, got {value!r}")
-        _check_range(spec, value)
-        return int(value)
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise SettingsError(f"parameter '{name}' must be a finite number, got {value!r}")
-        _check_range(spec, float(value))
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise SettingsError(f"parameter '{name}' must be a string, got {value!r}")
-        if spec.choices and value not in spec.choices:
-            raise SettingsError(f"parameter '{name}' is '{value}'; expected one of {list(spec.choices)}")
-        if name == "device" and not DEVICE_PATTERN.match(value):
-            raise SettingsError(f"parameter 'device' is '{value}'; expected cpu, cuda, cuda:N or auto")
-        return value
-    # double arrays
-    try:
-        array = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"parameter '{name}' must be a list of numbers, got {value!r}") from None
-    if not all(math.isfinite(v) for v in array):
-        raise SettingsError(f"parameter '{name}' must hold finite numbers, got {list(array)}")
-    return array
-
-
-def _check_range(spec: ParameterSpec, value: float) -> None:
-    if spec.range and not spec.range[0] <= value <= spec.range[1]:
-        raise SettingsError(f"parameter '{spec.name}' is {value}; expected a value in [{spec.range[0]}, "
-                            f"{spec.range[1]}]")
 
 
 @dataclass(frozen=True, eq=False)

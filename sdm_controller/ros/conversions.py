@@ -17,8 +17,8 @@ from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from sdm_controller.control.chunk import ActionChunk
-from sdm_controller.control.controller import Report
 from sdm_controller.control.images import RawImage
+from sdm_controller.control.report import Report
 
 NS = 1_000_000_000
 
