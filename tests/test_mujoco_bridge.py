@@ -24,7 +24,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 franky = pytest.importorskip("franky")
 
-import mujoco  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -36,8 +35,8 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from sdm_controller.sim.franka_scene import HOME_Q, SceneIndex, make_simulator  # noqa: E402
-from sdm_controller.sim.franka_task import ReachTask  # noqa: E402
+from sdm_controller.sim.franka_ik import TcpKinematics  # noqa: E402
+from sdm_controller.sim.franka_scene import HOME_Q, make_simulator  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -154,44 +153,13 @@ class Recorder:
         return status if received > since else None
 
 
-# -- IK for the test's own motion (the scripted expert of issue 7 will have its own) -----------------
+# -- IK for the test's own motion ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def kinematics():
-    """A private copy of the scene's model and a task on it: for IK and the TCP site."""
+def kinematics() -> TcpKinematics:
+    """TCP kinematics on a private copy of the scene's model."""
     sim, _ = make_simulator()
     sim.start()
-    data = mujoco.MjData(sim.model)
-    task = ReachTask(sim.model)
-    task.reset(data)
-    return sim.model, data, task
-
-
-def solve_ik(kinematics, target, q_start=HOME_Q, iterations: int = 300) -> np.ndarray:
-    """Arm joints that put the TCP at ``target`` with the hand pointing down as at home (damped LS)."""
-    model, data, task = kinematics
-    index: SceneIndex = task.index
-    task.set_arm(data, HOME_Q)
-    mujoco.mj_forward(model, data)
-    rot_home = data.site_xmat[index.tcp_site].reshape(3, 3).copy()
-    q = np.array(q_start, float)
-    low, high = model.jnt_range[[model.dof_jntid[d] for d in index.arm_dof]].T
-    jacp, jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
-    for _ in range(iterations):
-        task.set_arm(data, q)
-        mujoco.mj_kinematics(model, data)
-        mujoco.mj_comPos(model, data)  # mj_jacSite reads the com-based dof axes this computes
-        rot = data.site_xmat[index.tcp_site].reshape(3, 3)
-        error_pos = np.asarray(target) - data.site_xpos[index.tcp_site]
-        error_rot = 0.5 * sum(np.cross(rot[:, i], rot_home[:, i]) for i in range(3))
-        error = np.concatenate([error_pos, error_rot])
-        if np.linalg.norm(error) < 1e-5:
-            break
-        mujoco.mj_jacSite(model, data, jacp, jacr, index.tcp_site)
-        jac = np.vstack([jacp, jacr])[:, index.arm_dof]
-        step = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(6), error)
-        q = np.clip(q + np.clip(step, -0.2, 0.2), low + 0.05, high - 0.05)
-    assert np.linalg.norm(error_pos) < 1e-3, f"IK did not reach {target}: error {error_pos}"
-    return q
+    return TcpKinematics(sim.model)
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
@@ -316,8 +284,8 @@ def test_franky_touches_the_cube_and_success_flips(ros, bridge, kinematics):
     robot.relative_dynamics_factor = 0.3
     np.testing.assert_allclose(robot.current_joint_positions, HOME_Q, atol=5e-3)
     top = cube + (0.0, 0.0, 0.025)  # centre of the cube's top face
-    above = solve_ik(kinematics, top + (0.0, 0.0, 0.12))
-    touch = solve_ik(kinematics, top + (0.0, 0.0, 0.012), q_start=above)  # fingertips just clear of the top
+    above = kinematics.solve(top + (0.0, 0.0, 0.12), HOME_Q)
+    touch = kinematics.solve(top + (0.0, 0.0, 0.012), above)  # fingertips just clear of the top
     robot.move(franky.JointWaypointMotion([franky.JointWaypoint(above.tolist()), franky.JointWaypoint(touch.tolist())]))
     wait_for(lambda: recorder.latest_success() is True, 10, "task/success true with the TCP on the cube", bridge.log)
     robot.move(franky.JointWaypointMotion([franky.JointWaypoint(above.tolist())]))
