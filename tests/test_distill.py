@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sdm_controller.distill.configuration_distill import DistillConfig
-from sdm_controller.distill.distribution_matching import DistributionMatching
+from sdm_controller.distill.distribution_matching import DistributionMatching, clamp_straight_through
 from sdm_controller.distill.trainer import distill
 from sdm_controller.errors import ArtifactError, ConfigError
 from sdm_controller.runtime.artifact import load_one_step, load_teacher
@@ -150,3 +150,12 @@ def test_fake_warmup_keeps_the_generator_fixed(tmp_path: Path, tiny_teacher: Pat
     teacher = load_file(str(tiny_teacher / "weights.safetensors"))
     generator = load_file(str(tmp_path / "g" / "weights.safetensors"))
     assert all(torch.equal(teacher[k], generator[k]) for k in teacher), "G must not move while F warms up"
+
+
+def test_straight_through_clamp_reads_in_range_and_passes_every_gradient() -> None:
+    a = torch.tensor([-3.0, -0.5, 0.25, 1.0, 7.0], requires_grad=True)
+    out = clamp_straight_through(a)
+    assert out.tolist() == [-1.0, -0.5, 0.25, 1.0, 1.0]
+    (out * torch.arange(1.0, 6.0)).sum().backward()
+    assert a.grad.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]  # saturated entries still learn
+    assert DistillConfig.for_method("sdm").sample_clamp and not DistillConfig.for_method("onedp-s").sample_clamp

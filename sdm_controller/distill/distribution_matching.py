@@ -78,6 +78,15 @@ def reduce_mean(value: torch.Tensor, global_count: int, distributed: bool) -> to
     return total / global_count
 
 
+def clamp_straight_through(a: torch.Tensor) -> torch.Tensor:
+    """``a`` clamped to the normalized action range [-1, 1], with the identity's gradient.
+
+    The policy acts on the clamped chunk, so the scores are read there; the straight-through
+    gradient still reaches saturated entries (a hard clamp would freeze them for good).
+    """
+    return a + (a.clamp(-1.0, 1.0) - a).detach()
+
+
 class DistributionMatching:
     """Computes L_G and L_F for one batch; optimisers and update ratio live in the trainer."""
 

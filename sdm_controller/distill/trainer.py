@@ -27,7 +27,7 @@ from sdm_controller.data.episodes import load_episodes
 from sdm_controller.data.windows import WindowSampler
 from sdm_controller.distill.configuration_distill import DistillConfig
 from sdm_controller.distill.consistency import ConsistencyDistillation, ema_update
-from sdm_controller.distill.distribution_matching import DistributionMatching
+from sdm_controller.distill.distribution_matching import DistributionMatching, clamp_straight_through
 from sdm_controller.errors import ArtifactError, ConfigError
 from sdm_controller.policy.ema import EMA
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
@@ -206,10 +206,7 @@ def distill(
             with torch.set_grad_enabled(need_grad):
                 a = generator.generate(z, cond_gen)
                 if config.sample_clamp:
-                    # The policy acts on the clamped chunk, so the scores are read there; the
-                    # straight-through gradient still reaches saturated entries (a hard clamp
-                    # would freeze them).
-                    a = a + (a.clamp(-1.0, 1.0) - a).detach()
+                    a = clamp_straight_through(a)
             cond_fake = fake.condition(obs) if (fake is not None and config.encoder_trainable) else cond_real
             terms = dm.terms(
                 a,
