@@ -45,6 +45,7 @@ setup(
             "franka_driver = sdm_controller.ros.franka_driver:main",
             "realsense_camera = sdm_controller.ros.realsense_camera:main",
             "mujoco_bridge = sdm_controller.ros.mujoco_bridge:main",
+            "recorder = sdm_controller.ros.recorder:main",
         ],
     },
 )
