@@ -52,6 +52,15 @@ def test_teacher_artifact_contents(tiny_teacher, drawer_dataset):
     assert history["step"] == [1, 2, 3, 4, 5] and len(history["loss"]) == 5
 
 
+def test_joint_names_of_the_dataset_reach_the_artifact(tiny_teacher, tmp_path):
+    """A dataset recorded from joint states names its joints; the node maps joint_states by them."""
+    teacher, meta = load_teacher(tiny_teacher)
+    names = {"state": [f"j{i}" for i in range(39)]}
+    out = save_artifact(tmp_path / "a", teacher, kind="teacher", provenance={}, state_names=names)
+    assert read_meta(out)["observation"]["state_names"] == names
+    assert "state_names" not in meta["observation"]  # a MetaWorld dataset has none
+
+
 def test_save_load_gives_bit_identical_actions(tiny_teacher, drawer_episodes, tmp_path):
     policy, meta = load_teacher(tiny_teacher)
     assert not policy.training

@@ -277,4 +277,5 @@ def save_one_step(path, policy, teacher_meta, teacher_path, dataset, config, ste
         action=teacher_meta.get("action"),
         control_period_s=teacher_meta.get("control_period_s"),
         extra={"generator": policy.generator_spec.to_dict()},
+        state_names=teacher_meta.get("observation", {}).get("state_names"),
     )

@@ -46,8 +46,13 @@ def save_artifact(
     action: dict[str, Any] | None = None,
     control_period_s: float | None = None,
     extra: dict[str, Any] | None = None,
+    state_names: dict[str, list[str]] | None = None,
 ) -> Path:
-    """Write ``policy`` (its config, normalizer and weights) as an artifact folder."""
+    """Write ``policy`` (its config, normalizer and weights) as an artifact folder.
+
+    ``state_names`` (low-dim key -> joint names, from the dataset) lets the policy node fill that
+    key from ``joint_states`` by name.
+    """
     if kind not in KINDS:
         raise ArtifactError(f"artifact kind '{kind}' is unknown; expected one of {KINDS}")
     path = Path(path)
@@ -62,6 +67,7 @@ def save_artifact(
         "observation": {
             "low_dim": config.obs.low_dim,
             "cameras": {name: list(shape) for name, shape in config.obs.cameras.items()},
+            **({"state_names": state_names} if state_names else {}),
         },
         "action": {"dim": config.action_dim, **(action or {})},
         "horizons": {

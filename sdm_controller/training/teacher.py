@@ -206,6 +206,7 @@ def train_teacher(
         provenance=provenance,
         action={"names": episodes.attrs.get("action_names"), "space": episodes.attrs.get("action_space")},
         control_period_s=episodes.attrs.get("control_period_s"),
+        state_names=episodes.attrs.get("state_names"),
     )
     (out / "train_history.json").write_text(json.dumps(history))
     title = f"teacher on {episodes.attrs.get('source', dataset)}"
