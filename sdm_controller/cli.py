@@ -304,7 +304,79 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_distill, _add_bench, _add_export)
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    from sdm_controller.stack.description import STACKS
+
+    p = sub.add_parser("launch", help="start the ROS 2 stack with pip alone (what ros2 launch does with a ROS install)")
+    stacks = p.add_subparsers(dest="stack", required=True)
+    for stack in STACKS.values():
+        defaults = {a.name: a.default if isinstance(a.default, str) else f"config/{a.default.name}"
+                    for a in stack.all_arguments()}  # fmt: skip
+        width = max(len(f"{name}:={value}") for name, value in defaults.items())
+        listing = "\n".join(
+            f"  {f'{arg.name}:={defaults[arg.name]}':<{width}}  {arg.description}" for arg in stack.all_arguments()
+        )
+        s = stacks.add_parser(
+            stack.name,
+            help=stack.description,
+            epilog=f"launch arguments (NAME:=DEFAULT):\n{listing}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        s.add_argument("--sim", action="store_true", help="use_sim:=true (MuJoCo bridge instead of robot and camera)")
+        s.add_argument("--robot-ip", default=None, help="robot_ip:=IP, the robot's control unit")
+        s.add_argument("--artifact", default=None, help="artifact:=PATH, the policy artifact folder")
+        s.add_argument(
+            "--params-file",
+            action="append",
+            default=[],
+            metavar="NODE=PATH",
+            help="parameter file for one node instead of config/<node>.yaml (repeatable)",
+        )
+        s.add_argument("--duration", type=float, default=None, help="stop the stack after this many seconds")
+        s.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="OMP_NUM_THREADS for the nodes (default: inherited from this shell)",
+        )
+        s.add_argument("--dry-run", action="store_true", help="print the node command lines and exit")
+        s.add_argument(
+            "arguments",
+            nargs="*",
+            metavar="NAME:=VALUE",
+            help="any launch argument, as for ros2 launch (e.g. camera:=wrist)",
+        )
+    p.set_defaults(func=_run_launch)
+
+
+def _run_launch(args: argparse.Namespace) -> int:
+    from sdm_controller.stack.description import STACKS, USE_SIM, argument_values, parse_assignments, parse_bool
+    from sdm_controller.stack.supervisor import launch
+
+    stack = STACKS[args.stack]
+    given = parse_assignments(args.arguments)
+    if args.sim:
+        given[USE_SIM] = "true"
+    if args.robot_ip is not None:
+        given["robot_ip"] = args.robot_ip
+    if args.artifact is not None:
+        given["artifact"] = str(Path(args.artifact).resolve())
+    nodes = {node.name for node in stack.nodes}
+    for item in args.params_file:
+        node, sep, path = item.partition("=")
+        if not sep or node not in nodes:
+            raise SdmError(f"--params-file '{item}' is not NODE=PATH with NODE one of {', '.join(sorted(nodes))}")
+        given[f"{node}_params_file"] = str(Path(path).resolve())
+    values = argument_values(stack, given)  # unknown names and bad choices first
+    if not parse_bool(values[USE_SIM]) and not values["robot_ip"]:
+        raise SdmError("no robot address: pass --robot-ip IP (robot_ip:=IP) for the real robot, or --sim")
+    if args.threads is not None and args.threads < 1:
+        raise SdmError(f"--threads must be at least 1, got {args.threads}")
+    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    return launch(stack, given, duration=args.duration, env_overrides=env, dry_run=args.dry_run)
+
+
+COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_distill, _add_bench, _add_export, _add_launch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,3 +411,4 @@ evaluate_main = _command("evaluate")
 distill_main = _command("distill")
 bench_main = _command("bench")
 export_main = _command("export")
+launch_main = _command("launch")
