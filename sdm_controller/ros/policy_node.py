@@ -252,7 +252,9 @@ class PolicyNode(Node):
     def _on_image(self, camera: str, msg: Image) -> None:
         rejected = self.controller.add_image(camera, stamp_to_ns(msg.header.stamp), image_fields(msg), self._now_ns())
         if rejected is not None:
-            self._warn(f"{camera} {rejected.reason}", f"refused a frame on '{image_topic(camera)}': {rejected}")
+            sub = self._image_subs.get(camera)
+            topic = sub.topic_name if sub is not None else image_topic(camera)  # as remapped
+            self._warn(f"{camera} {rejected.reason}", f"refused a frame on '{topic}': {rejected}")
         else:
             self._wake_on_observation()
 
