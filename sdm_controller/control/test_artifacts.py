@@ -18,27 +18,13 @@ from pathlib import Path
 
 import torch
 
+from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_GRIPPER_JOINT, FR3_JOINTS, JOINT_LIMITS  # noqa: F401
 from sdm_controller.control.policy_interface import JOINT_POSITION
 from sdm_controller.policy.configuration_diffusion import DiffusionConfig, ObservationSpec
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
 from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
 from sdm_controller.runtime.artifact import save_artifact
 
-FR3_ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
-FR3_GRIPPER_JOINT = "fr3_finger_joint1"
-FR3_JOINTS = (*FR3_ARM_JOINTS, FR3_GRIPPER_JOINT)
-
-#: name -> (lower, upper, velocity) from the FR3 datasheet; the finger in metres and m/s
-JOINT_LIMITS: dict[str, tuple[float, float, float]] = {
-    "fr3_joint1": (-2.7437, 2.7437, 2.62),
-    "fr3_joint2": (-1.7837, 1.7837, 2.62),
-    "fr3_joint3": (-2.9007, 2.9007, 2.62),
-    "fr3_joint4": (-3.0421, -0.1518, 2.62),
-    "fr3_joint5": (-2.8065, 2.8065, 5.26),
-    "fr3_joint6": (0.5445, 4.5169, 4.18),
-    "fr3_joint7": (-3.0159, 3.0159, 5.26),
-    "fr3_finger_joint1": (0.0, 0.04, 0.1),
-}
 STATE_KEY = "joint_positions"
 
 
