@@ -3,11 +3,14 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/node_latency.py            # ~6 min on 2 cores
 
 For the one-step policy and, for contrast, a teacher at DDIM-10 (untrained test artifacts, two
-96x96 cameras, tiny UNet: the node's cost does not depend on the weights), ``policy_node`` runs as
+96x96 cameras, tiny UNet, the small ``convnet`` image encoder so that a run takes minutes: the
+node's overhead depends on neither the weights nor the engine's speed), ``policy_node`` runs as
 its own process and this process feeds it over real DDS:
 
 1. **latency** (``trigger: observation``): two 640x480 bgr8 cameras (a RealSense-sized frame) and
-   FR3 joint states at ``--feed-hz`` with one stamp per tick, until ``--cycles`` chunks arrived.
+   FR3 joint states with one stamp per tick, at a rate the engine keeps up with (``--feed-hz``
+   one-step, ``--teacher-feed-hz`` teacher: a frame never waits behind a previous cycle), until
+   ``--cycles`` / ``--teacher-cycles`` chunks arrived.
    Per chunk: image publish (its stamp) → chunk received here, and the **overhead** = that minus
    the engine's own time for the same chunk (``~/cycle_timing``): DDS transport both ways,
    decoding and resizing the frames, the observation window, limits, the message.
@@ -47,9 +50,13 @@ RATE_CAP_HZ = 200.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--cycles", type=int, default=2000, help="chunks measured per policy (latency phase)")
-    parser.add_argument("--feed-hz", type=float, default=30.0, help="camera rate of the latency phase")
-    parser.add_argument("--rate-feed-hz", type=float, default=150.0, help="camera rate of the rate phase")
+    parser.add_argument("--cycles", type=int, default=2000, help="chunks measured, one-step (latency phase)")
+    parser.add_argument("--teacher-cycles", type=int, default=600, help="chunks measured, teacher DDIM-10")
+    parser.add_argument("--encoder", default="convnet", choices=("convnet", "resnet18"))
+    parser.add_argument("--image", default="640x480", help="WxH of the bgr8 frames of the latency phase")
+    parser.add_argument("--feed-hz", type=float, default=15.0, help="camera rate of the latency phase, one-step")
+    parser.add_argument("--teacher-feed-hz", type=float, default=5.0, help="the same for the teacher")
+    parser.add_argument("--rate-feed-hz", type=float, default=100.0, help="camera rate of the rate phase")
     parser.add_argument("--rate-seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "node_latency.json")
     return parser.parse_args(argv)
@@ -154,7 +161,7 @@ def start_node(artifact: Path, backend: str, log: Path) -> subprocess.Popen:
 
 
 def measure(
-    probe: Probe, method: str, artifact: Path, args: argparse.Namespace, log: Path
+    probe: Probe, method: str, artifact: Path, args: argparse.Namespace, log: Path, cycles: int, feed_hz: float
 ) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Both phases for one artifact: (latency row, rate row), latencies and overheads in ms."""
     from tqdm import tqdm
@@ -163,18 +170,20 @@ def measure(
     try:
         probe.reset()
         deadline = time.monotonic() + 60
-        probe.feed(640, 480, "bgr8", args.feed_hz, lambda: probe.count() >= 20 or time.monotonic() > deadline)
+        width, height = (int(v) for v in args.image.split("x"))
+        probe.feed(width, height, "bgr8", feed_hz, lambda: probe.count() >= 20 or time.monotonic() > deadline)
         if probe.count() < 20:
             raise RuntimeError(f"{method}: no chunks within 60 s; node log: {log}")
         probe.reset()
-        bar = tqdm(total=args.cycles, desc=f"{method} latency")
+        bar = tqdm(total=cycles, desc=f"{method} latency")
 
         def done() -> bool:
-            bar.n = min(probe.count(), args.cycles)
-            bar.refresh()
-            return bar.n >= args.cycles
+            count = min(probe.count(), cycles)
+            if count != bar.n:
+                bar.update(count - bar.n)
+            return count >= cycles
 
-        fed_hz = probe.feed(640, 480, "bgr8", args.feed_hz, done)
+        fed_hz = probe.feed(width, height, "bgr8", feed_hz, done)
         bar.close()
         time.sleep(0.5)  # the last timing records
         with probe.lock:
@@ -184,7 +193,7 @@ def measure(
         overhead = total - engine
         latency_row = {
             "method": method, "phase": "latency", "backend": args.backend, "trigger": "observation",
-            "image": "2 x 640x480 bgr8", "feed_hz": round(fed_hz, 1), "n": int(len(pairs)),
+            "image": f"2 x {args.image} bgr8", "feed_hz": round(fed_hz, 1), "n": int(len(pairs)),
             "p50_ms": float(np.percentile(total, 50)), "p99_ms": float(np.percentile(total, 99)),
             "engine_p50_ms": float(np.percentile(engine, 50)), "engine_p99_ms": float(np.percentile(engine, 99)),
             "overhead_p50_ms": float(np.percentile(overhead, 50)),
@@ -230,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
-        for method, one_step in (("one-step", True), ("teacher-ddim10", False)):
-            artifact = make_test_artifact(workdir / method, cameras=CAMERAS, image_size=(96, 96), one_step=one_step)
-            new_rows, total, overhead = measure(probe, method, artifact, args, workdir / f"{method}.log")
+        plan = (("one-step", True, args.cycles, args.feed_hz),
+                ("teacher-ddim10", False, args.teacher_cycles, args.teacher_feed_hz))
+        for method, one_step, cycles, feed_hz in plan:
+            artifact = make_test_artifact(workdir / method, cameras=CAMERAS, image_size=(96, 96), one_step=one_step,
+                                          image_encoder=args.encoder)
+            log = workdir / f"{method}.log"
+            new_rows, total, overhead = measure(probe, method, artifact, args, log, cycles, feed_hz)
             rows += new_rows
             series[method] = (total, overhead)
     finally:
@@ -241,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe_machine(),
         "command": "python benchmarks/node_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "artifact": "untrained test artifacts: 2 cameras 96x96, tiny UNet (sdm_controller.control.test_artifacts)",
+        "artifact": f"untrained test artifacts: 2 cameras 96x96, {args.encoder} encoder, tiny UNet "
+                    "(sdm_controller.control.test_artifacts)",
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

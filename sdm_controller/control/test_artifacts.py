@@ -53,10 +53,12 @@ def make_test_artifact(
     n_action_steps: int = 8,
     control_period_s: float = 0.1,
     seed: int = 0,
+    image_encoder: str = "resnet18",
 ) -> Path:
     """Write an untrained artifact (see module docstring) to ``path`` and return it.
 
-    ``image_size`` is (height, width) of every camera; ``one_step=False`` writes a teacher.
+    ``image_size`` is (height, width) of every camera; ``one_step=False`` writes a teacher;
+    ``image_encoder`` "convnet" makes the camera encoder about 10x cheaper than ResNet-18.
     """
     names = list(joint_names)
     config = DiffusionConfig(
@@ -71,6 +73,7 @@ def make_test_artifact(
         state_hidden_dim=64,
         state_feature_dim=32,
         image_feature_dim=16,
+        image_encoder=image_encoder,
     )
     low, high = working_range(names)
     stats = {STATE_KEY: {"min": low, "max": high}, ACTION_KEY: {"min": low, "max": high}}
