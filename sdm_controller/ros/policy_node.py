@@ -16,10 +16,12 @@ Topics (relative, remappable):
   engine's time and the whole cycle's time in ms, labelled in the layout) for latency profiling.
 
 Cycles: with ``trigger: timer`` one runs every ``1/inference_rate_hz``. With ``trigger:
-observation`` the sensor callbacks wake the inference group (a guard condition) as soon as every
-input has a sample newer than the last chunk's, so a chunk leaves one engine call after its
-newest frame arrived; the timer then only catches frames that came sooner than
-``1/inference_rate_hz`` after the previous cycle (the rate cap).
+observation`` the inference timer polls every ``OBSERVATION_POLL_S`` and starts a cycle as soon as
+every input has a sample newer than the last chunk's, at most ``inference_rate_hz`` times a
+second, so a chunk leaves within one poll period plus one engine call after its newest frame
+arrived. (A guard condition triggered from the sensor callbacks would wake it sooner, but with
+rclpy's MultiThreadedExecutor a guard condition triggered while its group is busy made the spin
+loop busy-wait at full CPU on a loaded machine.)
 
 Threads (``MultiThreadedExecutor``): each subscription has its own mutually exclusive callback
 group (a topic's messages are handled in order, different topics in parallel); the inference
@@ -98,6 +100,7 @@ COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, histo
 THROTTLE_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
 TIMING_FIELDS = "stamp_sec,stamp_nanosec,engine_ms,cycle_ms"
+OBSERVATION_POLL_S = 0.002  # how often trigger=observation looks for a new observation
 
 
 def image_topic(camera: str) -> str:
@@ -133,8 +136,7 @@ class PolicyNode(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._timing_pub = self.create_publisher(Float64MultiArray, "~/cycle_timing", 10)
         self._last_cycle_ns = 0
-        self._timer = self.create_timer(1.0 / self._rate_hz, self._on_timer, callback_group=self._inference_group)
-        self._trigger = self.create_guard_condition(self._on_trigger, callback_group=self._inference_group)
+        self._timer = self.create_timer(self._timer_period_s(), self._on_timer, callback_group=self._inference_group)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
                                                     callback_group=self._diagnostics_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -255,30 +257,26 @@ class PolicyNode(Node):
             sub = self._image_subs.get(camera)
             topic = sub.topic_name if sub is not None else image_topic(camera)  # as remapped
             self._warn(f"{camera} {rejected.reason}", f"refused a frame on '{topic}': {rejected}")
-        else:
-            self._wake_on_observation()
 
     def _on_joint_state(self, msg: JointState) -> None:
         names, positions = joint_state_fields(msg)
         rejected = self.controller.add_joint_state(stamp_to_ns(msg.header.stamp), names, positions, self._now_ns())
         if rejected is not None:
             self._warn(f"joint_states {rejected.reason}", f"refused a message on 'joint_states': {rejected}")
-        else:
-            self._wake_on_observation()
 
-    def _wake_on_observation(self) -> None:
-        if self._settings.trigger == "observation" and self.controller.has_new_observation():
-            self._trigger.trigger()
+    def _timer_period_s(self) -> float:
+        if self._settings.trigger == "observation":
+            return min(OBSERVATION_POLL_S, 1.0 / self._rate_hz)
+        return 1.0 / self._rate_hz
 
     def _on_timer(self) -> None:
+        if self._settings.trigger == "timer":
+            self._on_cycle()
+            return
         # A loaded engine takes over (and subscribes its inputs) in a cycle, so one waiting runs it.
         controller = self.controller
-        if self._settings.trigger == "timer" or controller.pending_interface or controller.has_new_observation():
-            self._on_cycle()
-
-    def _on_trigger(self) -> None:
-        # Rate cap: a frame that comes too soon waits for the timer (which then finds it new).
-        if self._now_ns() - self._last_cycle_ns >= 1e9 / self._rate_hz:
+        due = self._now_ns() - self._last_cycle_ns >= 1e9 / self._rate_hz  # the rate cap
+        if controller.pending_interface or (due and controller.has_new_observation()):
             self._on_cycle()
 
     def _on_cycle(self) -> None:
@@ -299,9 +297,10 @@ class PolicyNode(Node):
         elif result.status == NO_POLICY and self.controller.error:
             self._warn("cycle no_policy", f"no chunk: {self.controller.error}", error=True)
         rate = self.controller.settings.inference_rate_hz
-        if rate != self._rate_hz:
+        period_ns = round(1e9 * self._timer_period_s())
+        if rate != self._rate_hz or period_ns != self._timer.timer_period_ns:
             self._rate_hz = rate
-            self._timer.timer_period_ns = round(1e9 / rate)
+            self._timer.timer_period_ns = round(1e9 * self._timer_period_s())
             self._timer.reset()
 
     def _publish_timing(self, stamp_ns: int, engine_ms: float | None, cycle_ms: float) -> None:
