@@ -316,3 +316,23 @@ def test_live_dynamics_factor_scales_the_velocity_bound():
     core.update_settings(core.settings.updated({"dynamics_factor": 0.1}))
     rows = run(core, arm, T0 + 400 * MS, 0.4)
     assert np.max(np.abs([r[2][0] for r in rows[-10:]])) <= ARM_VELOCITY[0] * 0.1 + 1e-9
+
+
+def test_robot_limits_cap_every_mode_whatever_the_settings():
+    """franky refuses waypoints above its own joint limits (lower than the datasheet for joints 5-7)."""
+    franky_velocity = np.array([2.175] * 4 + [2.61] * 3) * 0.98
+    core, arm = make_core(dynamics_factor=1.0), Arm()
+    core.set_robot_limits(franky_velocity, ARM_ACCELERATION)
+    np.testing.assert_allclose(core.limits.velocity, np.minimum(ARM_VELOCITY, franky_velocity))
+    core.update_settings(core.settings.updated({"watchdog_ms": 300.0}))  # a live change keeps the cap
+    np.testing.assert_allclose(core.limits.velocity, np.minimum(ARM_VELOCITY, franky_velocity))
+    core.step(T0 - 5 * MS, arm.q, np.zeros(7))
+    far = arm.q.copy()
+    far[6] += 2.0  # fr3_joint7 asked for 20 rad/s, then the chunks stop: tracking, braking, hold
+    assert core.offer_chunk(*chunk_args(np.repeat(far[None], 8, axis=0), stamp=T0), T0) is None
+    rows = run(core, arm, T0, 1.5)
+    v = np.array([r[2] for r in rows])
+    assert np.max(np.abs(v[:, 6])) > 0.95 * franky_velocity[6]  # it went as fast as allowed
+    assert np.all(np.abs(v) <= franky_velocity + 1e-12)
+    assert {r[3] for r in rows} >= {TRACKING, HOLD}
+    assert "2.558" in dict(core.report(T0).values)["velocity limit effective"]

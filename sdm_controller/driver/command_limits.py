@@ -10,13 +10,17 @@ Each control period the driver turns the wanted velocity into the one it sends, 
    ``sqrt(2 * a * distance)`` to ``limit -/+ margin``, so it can always stop in time at the
    acceleration ``a`` used for braking; a joint outside its limits may only move back inside.
 
+The velocity and acceleration arrays are the *effective* limits: the configured ones (FR3
+datasheet unless tightened by parameters) capped by what the connected franky accepts
+(:meth:`CommandLimits.capped`), so no mode, braking and hold included, can command more.
+
 Position targets are clamped to ``[lower + margin, upper - margin]`` before they are tracked.
 Every clamped joint is counted by kind, for the diagnostics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -56,6 +60,14 @@ class CommandLimits:
             raise ValueError("every upper position limit must exceed its lower limit by more than twice the margin")
         if np.any(self.velocity <= 0) or np.any(self.acceleration <= 0) or self.margin < 0:
             raise ValueError("velocity and acceleration limits must be positive and the margin non-negative")
+
+    def capped(self, velocity: np.ndarray | None, acceleration: np.ndarray | None) -> CommandLimits:
+        """These limits, with velocity and acceleration at most ``velocity`` / ``acceleration`` (None: unchanged)."""
+        return replace(
+            self,
+            velocity=self.velocity if velocity is None else np.minimum(self.velocity, velocity),
+            acceleration=self.acceleration if acceleration is None else np.minimum(self.acceleration, acceleration),
+        )
 
     def clamp_position(self, q: np.ndarray, clamps: CommandClamps | None = None) -> np.ndarray:
         inside = np.clip(q, self.lower + self.margin, self.upper - self.margin)

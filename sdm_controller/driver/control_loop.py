@@ -6,6 +6,17 @@ owns the connection: when the link goes down it reports it, forgets the running 
 arm stays at rest until a chunk stamped after the reconnect arrives. A robot fault (a refused
 or aborted motion) stops streaming until :meth:`ControlLoop.recover` succeeds. Error recovery
 runs on this thread too, between two periods, so it never races a command.
+
+Joint states keep flowing while the robot is faulted or recovering: every period reads franky's
+state and hands it to ``on_sample`` *before* anything that can fail or wait (the command, the
+gripper), so a refused motion costs no sample. While the link is down nothing is published (no
+stale values); :attr:`ControlLoop.publishing` says which, for the diagnostics.
+
+On connect the command limits are capped at franky's own joint limits (``LIMIT_MARGIN`` of what
+the connected Robot reports): franky refuses, and faults on, any waypoint above them.
+
+:meth:`ControlLoop.stop` brakes, ends the thread and joins it, then closes the link (franky's
+objects are released on the stopping thread once nothing else uses them).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sdm_controller.driver.core import Command, DriverCore
-from sdm_controller.driver.franky_link import FrankyLink, LinkDown, RobotFault
+from sdm_controller.driver.franky_link import LIMIT_MARGIN, FrankyLink, LinkDown, RobotFault
 
 GRIPPER_READ_EVERY = 4  # control periods between two gripper width reads
 CLOCK_CHECK_S = 1.0  # how often the robot's clock is compared with the wall clock
@@ -68,16 +79,29 @@ class ControlLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Brake to rest (at most ``timeout`` / 2), then end the thread."""
-        if self._thread.is_alive() and self.connected:
+    @property
+    def publishing(self) -> bool:
+        """Whether robot states are being read and handed on (False while the link is down)."""
+        return self.connected and self._thread.is_alive() and not self._stop.is_set()
+
+    def stop(self, brake_timeout: float = 1.5, join_timeout: float = 10.0) -> bool:
+        """Brake to rest (at most ``brake_timeout``), end the thread and join it, then close the link.
+
+        Returns False when the thread did not end in ``join_timeout`` (blocked in franky): the link is
+        then left alone, since releasing franky objects under a thread that uses them can crash."""
+        if self._thread.is_alive() and self.connected and not self.fault:
             self.core.hold("driver shutting down")
-            deadline = time.monotonic() + timeout / 2
-            while not self.core.at_rest and time.monotonic() < deadline:
+            deadline = time.monotonic() + brake_timeout
+            while not self.core.at_rest and self._thread.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.005)
         self._stop.set()
         if self._thread.ident is not None:
-            self._thread.join(timeout)
+            self._thread.join(join_timeout)
+            if self._thread.is_alive():
+                return False
+        self.link.close()
+        self.connected = False
+        return True
 
     def connect_once(self) -> None:
         """Connect before the thread starts (raises LinkDown: the node exits when there is no robot)."""
@@ -133,9 +157,13 @@ class ControlLoop:
         q, dq = self.link.read()
         stamp = self.clock_ns()
         command = self.core.step(stamp, q, dq)
+        if self._gripper_width is None:  # first period on this connection: publish the fingers from the start
+            self._gripper_width = self.link.gripper_width()
+        # the state goes out first: nothing below (a refused command, the gripper) may cost a sample
+        self.on_sample(RobotSample(stamp, q, dq, self._gripper_width), command)
         if command.stream and not self.fault:
             self.link.send_velocity(command.velocity)
-        if count % GRIPPER_READ_EVERY == 0 or self._gripper_width is None:
+        if count % GRIPPER_READ_EVERY == 0:
             self._gripper_width = self.link.gripper_width()
         if command.finger is not None and not self.fault:
             width = float(np.clip(2.0 * command.finger, 0.0, 0.08))
@@ -144,7 +172,6 @@ class ControlLoop:
             if changed and not self.link.gripper_busy():
                 self.link.move_gripper(width, self.core.settings.gripper_speed)
                 self._gripper_commanded = width
-        self.on_sample(RobotSample(stamp, q, dq, self._gripper_width), command)
         self._check_clock()
 
     def _check_clock(self) -> None:
@@ -173,6 +200,9 @@ class ControlLoop:
         request[0].set()
 
     def _connected(self, first: bool = False) -> None:
+        limits = self.link.franky_limits
+        if limits is not None:  # before anything is commanded on this connection
+            self.core.set_robot_limits(limits.velocity * LIMIT_MARGIN, limits.acceleration * LIMIT_MARGIN)
         self.connected = True
         self.fault = ""
         self._gripper_width = self._gripper_commanded = None

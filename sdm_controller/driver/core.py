@@ -13,7 +13,9 @@ Modes:
   up from the commanded state without a jump.
 
 Every command goes through :class:`~sdm_controller.driver.command_limits.CommandLimits`
-(velocity and acceleration scaled by ``dynamics_factor`` while tracking). A new chunk starts
+(velocity and acceleration scaled by ``dynamics_factor`` while tracking): the configured limits
+capped by the robot's own (:meth:`DriverCore.set_robot_limits`, franky's limits read at connect),
+in every mode. A new chunk starts
 from the state commanded at its arrival, so replacing a chunk never jumps the commanded
 velocity. Thread-safe: the control loop calls :meth:`step`, the ROS side
 :meth:`offer_chunk`, :meth:`update_settings` and :meth:`report`.
@@ -58,6 +60,8 @@ class DriverReport:
 class DriverCore:
     def __init__(self, settings: DriverSettings) -> None:
         self._lock = threading.Lock()
+        self._robot_velocity: np.ndarray | None = None  # what the robot accepts (None: not known yet)
+        self._robot_acceleration: np.ndarray | None = None
         self._apply(settings)
         self.mode = IDLE
         self.hold_reason = "no chunk yet"
@@ -77,7 +81,7 @@ class DriverCore:
 
     def _apply(self, settings: DriverSettings) -> None:
         self.settings = settings
-        self.limits = settings.limits()
+        self.limits = settings.limits().capped(self._robot_velocity, self._robot_acceleration)
         self.rules = settings.rules()
         self.watchdog = getattr(self, "watchdog", None) or Watchdog(0)
         self.watchdog.timeout_ns = round(settings.watchdog_ms * 1e6)
@@ -85,6 +89,13 @@ class DriverCore:
     def update_settings(self, settings: DriverSettings) -> None:
         with self._lock:
             self._apply(settings)
+
+    def set_robot_limits(self, velocity: np.ndarray | None, acceleration: np.ndarray | None) -> None:
+        """Cap every command at what the robot accepts (from now on, whatever the settings say)."""
+        with self._lock:
+            self._robot_velocity = None if velocity is None else np.asarray(velocity, dtype=np.float64).copy()
+            self._robot_acceleration = None if acceleration is None else np.asarray(acceleration, dtype=np.float64)
+            self._apply(self.settings)
 
     # -- chunks -------------------------------------------------------------------------------
     def offer_chunk(
@@ -221,9 +232,16 @@ class DriverCore:
                 ("clamps acceleration", str(self.clamps.acceleration)),
                 ("commanded velocity max_abs", f"{float(np.max(np.abs(self._v))):.4f}"),
                 ("dynamics_factor", f"{self.settings.dynamics_factor:g}"),
+                ("velocity limit effective", _array(self.limits.velocity)),
+                ("velocity limit tracking", _array(self.limits.velocity * self.settings.dynamics_factor)),
+                ("acceleration limit effective", _array(self.limits.acceleration)),
             ]
             if self.mode == HOLD and self.hold_reason.startswith("chunk rejected"):
                 return DriverReport(WARN, f"holding: {self.hold_reason}", values)
             if self.mode == TRACKING:
                 return DriverReport(OK, "tracking a chunk", values)
             return DriverReport(OK, f"{self.mode}: {self.hold_reason}", values)
+
+
+def _array(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"

@@ -8,16 +8,31 @@ waypoints and ``JointImpedanceTracker``). Each target velocity is held for ``STR
 only: if the driver stops streaming (a stalled or dead process), the motion ends and franky
 brings the arm to rest by itself.
 
+franky checks every velocity waypoint against its own joint limits (``Robot.joint_velocity_limit``;
+franky 2.0: 2.175 rad/s for joints 1-4, 2.61 rad/s for 5-7, below the FR3 datasheet) and aborts the
+motion when one is exceeded. :meth:`FrankyLink.connect` reads those limits from the connected Robot
+(:attr:`FrankyLink.franky_limits`); the driver clamps its commands to ``LIMIT_MARGIN`` of them.
+
 Failures surface as :class:`LinkDown` (the connection is gone: reconnect) or
 :class:`RobotFault` (the robot refused a motion, e.g. a reflex: recover first).
+
+Shutdown: :meth:`FrankyLink.close` stops a running motion, waits for franky's control thread and
+for a running gripper move, then drops the franky objects, in that order, on the calling thread
+(the control thread must have ended: franky objects must never be destroyed while in use).
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
 
 import franky
 import numpy as np
 
 STREAM_HOLD_MS = 60
+#: fraction of franky's own joint limits the driver may command (franky rejects a waypoint above them)
+LIMIT_MARGIN = 0.98
 #: franky/libfranka exceptions that mean the connection is gone
 _NETWORK_ERRORS = (franky.NetworkException, franky.ProtocolException, franky.IncompatibleVersionException)
 
@@ -36,6 +51,27 @@ def _translate(exc: Exception) -> Exception:
     return RobotFault(f"{type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True, eq=False)
+class FrankyLimits:
+    """The joint limits the connected franky enforces (arrays of 7, rad/s, rad/s^2, rad/s^3)."""
+
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    jerk: np.ndarray
+
+
+def _read_limits(robot) -> FrankyLimits:
+    def current(limit) -> np.ndarray:
+        value = np.asarray(limit.get(), dtype=np.float64).reshape(-1)
+        if value.shape != (7,) or not np.all(np.isfinite(value)) or np.any(value <= 0):
+            raise ValueError(f"franky reports an unusable {limit.desc} limit {value.tolist()}")
+        return value
+
+    return FrankyLimits(
+        current(robot.joint_velocity_limit), current(robot.joint_acceleration_limit), current(robot.joint_jerk_limit)
+    )
+
+
 class FrankyLink:
     """One robot (and optionally its gripper) at ``host``."""
 
@@ -46,6 +82,9 @@ class FrankyLink:
         self.gripper = None
         self.gripper_error = ""
         self._gripper_future = None
+        #: what the connected franky enforces (None until the first connect)
+        self.franky_limits: FrankyLimits | None = None
+        self._closed = threading.Event()
 
     @property
     def connected(self) -> bool:
@@ -53,14 +92,17 @@ class FrankyLink:
 
     def connect(self) -> None:
         """Connect to the robot (raises :class:`LinkDown`) and, when wanted, its gripper."""
+        if self._closed.is_set():
+            raise LinkDown(f"the link to '{self.host}' is closed (shutting down)")
         try:
             robot = franky.Robot(self.host, realtime_config=franky.RealtimeConfig.Ignore)
             # The driver shapes velocity and acceleration itself (CommandLimits); franky only
             # smooths each step within the robot's own jerk limits.
             robot.relative_dynamics_factor = 1.0
+            limits = _read_limits(robot)
         except Exception as exc:  # noqa: BLE001 - every failure to connect is "the robot is not there"
             raise LinkDown(f"cannot connect to the robot at '{self.host}': {type(exc).__name__}: {exc}") from None
-        self.robot = robot
+        self.robot, self.franky_limits = robot, limits
         self.gripper, self.gripper_error, self._gripper_future = None, "", None
         if self.use_gripper:
             try:
@@ -69,7 +111,26 @@ class FrankyLink:
                 self.gripper_error = f"no gripper at '{self.host}': {type(exc).__name__}: {exc}"
 
     def disconnect(self) -> None:
+        """Forget the connection (it is gone already); the franky objects are released here, on the
+        control thread, which is the only one using them."""
         self.robot = self.gripper = self._gripper_future = None
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop what runs and release franky, in order (see module docstring). Never raises."""
+        self._closed.set()
+        robot, gripper, future = self.robot, self.gripper, self._gripper_future
+        # failures are ignored: the connection may be gone, and a stopped motion's error no longer matters
+        if robot is not None:
+            with contextlib.suppress(Exception):
+                if robot.is_in_control:
+                    robot.stop()  # ends the streamed motion now (it would end STREAM_HOLD_MS later anyway)
+            with contextlib.suppress(Exception):
+                robot.join_motion(timeout=timeout)  # franky's control thread has finished
+        if future is not None:
+            with contextlib.suppress(Exception):
+                future.wait(timeout)  # the gripper move's thread must not outlive its Gripper
+        self.robot = self.gripper = self._gripper_future = None
+        del robot, gripper, future  # the last references: franky disconnects here, not at interpreter exit
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """Arm joint positions and velocities (blocks until the next state when no motion runs)."""

@@ -23,10 +23,18 @@ and watchdog, ``control_loop`` for the thread that streams at ``control_rate_hz`
 reconnects, ``franky_link`` for franky). Parameters: ``sdm_controller.driver.settings``;
 all but ``robot_ip``, ``control_rate_hz`` and ``gripper_enabled`` apply live. The node exits
 with status 1 when ``robot_ip`` is empty or the robot cannot be reached at start.
+
+``joint_states`` keep flowing while the robot is faulted or recovering; while the connection is
+down nothing is published (``/diagnostics`` says so). Ctrl-C shuts down in order: the executor,
+then the control thread (braked, ended and joined), then franky's objects (motion stopped,
+released), then the node and rclpy; further SIGINTs during that are ignored.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 from typing import Any
 
@@ -193,7 +201,11 @@ class FrankaDriver(Node):
             ("control period p50_ms", f"{p50 * 1e3:.2f}"),
             ("control period max_ms", f"{worst * 1e3:.2f}"),
             ("robot clock rate", "unknown" if clock_rate is None else f"{clock_rate:.3f}"),
+            ("joint_states", "publishing" if self.loop.publishing else "stopped: robot disconnected"),
             *report.values,
+            ("velocity limit franky", _franky_limit(self.link, "velocity")),
+            ("acceleration limit franky", _franky_limit(self.link, "acceleration")),
+            ("jerk limit franky", _franky_limit(self.link, "jerk")),
         ]
         if not self.loop.connected:
             report.level, report.message = ERROR, f"robot disconnected: {self.loop.connection_message}"
@@ -222,9 +234,25 @@ class FrankaDriver(Node):
             logger = self._loggers[key] = self.get_logger().get_child(key.replace(" ", "_"))
         logger.warning(message, throttle_duration_sec=THROTTLE_S)
 
-    def close(self) -> None:
-        """Brake to rest and stop streaming (before ``destroy_node``)."""
-        self.loop.stop()
+    def close(self) -> bool:
+        """Brake to rest, end and join the control thread, release franky (before ``destroy_node``).
+
+        False when the control thread did not end (blocked in franky); franky is then left alone."""
+        return self.loop.stop()
+
+
+def _franky_limit(link: FrankyLink, kind: str) -> str:
+    limits = link.franky_limits
+    if limits is None:
+        return "unknown (not connected yet)"
+    return "[" + ", ".join(f"{v:.4g}" for v in getattr(limits, kind)) + "]"
+
+
+def _ignore_sigint() -> None:
+    """Shutting down already: a second Ctrl-C (a launcher forwards one to its process group) must not
+    interrupt the ordered shutdown halfway."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def msg_topic(node: Node) -> str:
@@ -237,6 +265,7 @@ def main(args: list[str] | None = None) -> None:
     node = None
     executor = MultiThreadedExecutor(num_threads=3)
     status = 0
+    joined = True
     try:
         node = FrankaDriver()
         node.start()
@@ -251,11 +280,23 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _ignore_sigint()
+        # 1. no more callbacks (chunks, ~/recover, parameters, diagnostics)
         executor.shutdown(timeout_sec=1.0)
         if node is not None:
-            node.close()
+            # 2. brake, end and join the control thread; 3. stop the motion and release franky
+            joined = node.close()
+            if not joined:
+                node.get_logger().error("the control thread did not end (blocked in franky); exiting without it")
+            # 4. the node, then rclpy
             node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_sigint()  # rclpy's shutdown may have put its previous handler back
+    if not joined:
+        # a thread still inside franky: interpreter teardown would destroy franky objects under it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     if status:
         sys.exit(status)
 
