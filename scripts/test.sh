@@ -16,8 +16,14 @@ export MUJOCO_GL=egl
 export PYOPENGL_PLATFORM=egl
 export OMP_NUM_THREADS=2
 
+# The suite takes about 9 minutes on 2 cores; each test has its own limit (pyproject.toml), and this
+# one bounds the whole run so that a hang ends in a failure with output, not in a CI timeout.
 rc=0
-.venv/bin/python -m pytest -q tests "$@" || rc=$?
+timeout --kill-after=60 2400 .venv/bin/python -m pytest -q tests "$@" || rc=$?
+if ((rc == 124)); then
+    echo "[test] ERROR: the test run took more than 40 minutes and was stopped." >&2
+    exit 1
+fi
 if ((rc == 5)); then
     echo "[test] ERROR: pytest collected no tests (exit code 5); treating this as a failure." >&2
     exit 1

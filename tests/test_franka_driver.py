@@ -29,6 +29,7 @@ pytest.importorskip("franky")
 pytest.importorskip("franky_sim")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from node_process import NS, REPO, NodeProcess, stamp_ns, wait_for  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -45,9 +46,7 @@ from sdm_controller.driver.sim_process import SimProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.31"
-NS = 1_000_000_000
 MS = 1_000_000
 KILL_WATCHDOG_MS = 200.0  # config/franka_driver.yaml
 WATCHDOG_MS = 400.0  # generous: on a loaded machine this process's 10 Hz chunks come late now and then
@@ -61,20 +60,6 @@ STATUS = "franka_driver: driver"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-def stamp_ns(stamp) -> int:
-    return stamp.sec * NS + stamp.nanosec
-
-
-def wait_for(predicate, timeout: float, what: str, log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\nlog:\n{log()}" if log else ""))
-
-
 def make_chunk(stamp: int, positions: np.ndarray, names=FR3_ARM_JOINTS, velocities=None, offsets=None):
     positions = np.asarray(positions, dtype=float)
     if velocities is None:
@@ -219,34 +204,9 @@ class Sender:
         self.thread.join(5)
 
 
-class DriverProcess:
-    def __init__(self, log: Path, *ros_args: str) -> None:
-        self.log_path = log
-        # a crash (SIGSEGV) leaves every thread's Python stack in the log
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
-        assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env.get("ROS_DOMAIN_ID")
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sdm_controller.ros.franka_driver", "--ros-args", *ros_args],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-4000:]
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+def driver_process(log: Path, *ros_args: str) -> NodeProcess:
+    """The driver as its own process; a crash (SIGSEGV) leaves every thread's Python stack in the log."""
+    return NodeProcess("franka_driver", log, *ros_args, env={"PYTHONFAULTHANDLER": "1"})
 
 
 def stream_still(probe: Probe, target: np.ndarray, seconds: float, stamp: int | None = None) -> None:
@@ -345,7 +305,7 @@ def probe():
 
 @pytest.fixture(scope="module")
 def driver(sim, probe, tmp_path_factory):
-    process = DriverProcess(
+    process = driver_process(
         tmp_path_factory.mktemp("logs") / "franka_driver.log",
         "--params-file",
         str(REPO / "config" / "franka_driver.yaml"),
@@ -890,9 +850,9 @@ def watcher(probe):
         watcher.close()
 
 
-def start_driver2(log: Path, faulty: bool = False) -> DriverProcess:
+def start_driver2(log: Path, faulty: bool = False) -> NodeProcess:
     args = ["-p", f"robot_ip:={HOST2}", "-p", "dynamics_factor:=1.0", "-r", f"__node:={NODE2}", "-r", f"__ns:={NS2}"]
-    process = DriverProcess(log, "--params-file", str(REPO / "config" / "franka_driver.yaml"), *args)
+    process = driver_process(log, "--params-file", str(REPO / "config" / "franka_driver.yaml"), *args)
     if faulty:  # the same driver, started through FAULTY_DRIVER
         process.proc.kill()
         process.proc.wait(5)

@@ -9,11 +9,8 @@ driver's tests 127.0.0.3x). Discovery stays on this machine and on a private dom
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ rclpy = pytest.importorskip("rclpy")
 franky = pytest.importorskip("franky")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from node_process import REPO, NodeProcess, stamp_ns, wait_for  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -40,7 +38,6 @@ from sdm_controller.sim.franka_scene import HOME_Q, make_simulator  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-REPO = Path(__file__).resolve().parents[1]
 HOSTNAME = "127.0.0.21"
 RESTART_HOSTNAME = "127.0.0.22"
 CAMERA_HZ = 10.0
@@ -49,46 +46,11 @@ STATUS = "mujoco_bridge: simulation"
 OBJECT = re.compile(r"object at x=([-\d.]+) y=([-\d.]+) z=([-\d.]+)")
 
 
-def stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def wait_for(predicate, timeout: float, what: str, log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\nnode log:\n{log()}" if log else ""))
-
-
-class BridgeProcess:
-    """``python -m sdm_controller.ros.mujoco_bridge`` with a log file; always stopped in teardown."""
+class BridgeProcess(NodeProcess):
+    """``python -m sdm_controller.ros.mujoco_bridge`` on config/mujoco_bridge.yaml."""
 
     def __init__(self, log: Path, *ros_args: str) -> None:
-        self.log_path = log
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env.get("ROS_DOMAIN_ID")
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sdm_controller.ros.mujoco_bridge",
-                "--ros-args",
-                "--params-file",
-                str(REPO / "config" / "mujoco_bridge.yaml"),
-                *ros_args,
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-4000:]
+        super().__init__("mujoco_bridge", log, "--params-file", str(REPO / "config" / "mujoco_bridge.yaml"), *ros_args)
 
     def wait_serving(self, hostname: str, timeout: float = 60.0) -> None:
         def serving():
@@ -96,17 +58,6 @@ class BridgeProcess:
             return f"franky-sim serving on {hostname}" in self.log_path.read_text()
 
         wait_for(serving, timeout, f"'franky-sim serving on {hostname}'", self.log)
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
 
 
 class Recorder:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,8 +21,9 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from node_process import REPO, NodeProcess, stamp_ns, wait_for  # noqa: E402
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -38,7 +36,6 @@ from sdm_controller.control.test_artifacts import FR3_JOINTS, joint_limits, make
 
 pytestmark = pytest.mark.ros
 
-REPO = Path(__file__).resolve().parents[1]
 # A domain of this module's own (still in conftest's 2..101): in the full suite the node processes
 # otherwise share a domain with what earlier modules' killed processes left behind, and were seen
 # busy-looping there at full CPU.
@@ -52,37 +49,10 @@ LOWER, UPPER, VELOCITY = (np.array(v) for v in joint_limits(FR3_JOINTS))
 MAX_STEP = 0.1
 
 
-def stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 # -- processes --------------------------------------------------------------------------------------
-class NodeProcess:
-    """``python -m sdm_controller.ros.policy_node`` with a log file; always stopped in teardown."""
-
-    def __init__(self, log: Path, *ros_args: str) -> None:
-        self.log_path = log
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", ROS_DOMAIN_ID=str(DOMAIN_ID))
-        assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env.get("ROS_DOMAIN_ID")
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sdm_controller.ros.policy_node", "--ros-args", *ros_args],
-            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-4000:]
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+def policy_node_process(log: Path, *ros_args: str) -> NodeProcess:
+    """``python -m sdm_controller.ros.policy_node`` on this module's own domain."""
+    return NodeProcess("policy_node", log, *ros_args, env={"ROS_DOMAIN_ID": str(DOMAIN_ID)})
 
 
 class Feeder:
@@ -173,16 +143,6 @@ class Recorder:
             return self.diagnostics.get(name) if self.diagnostics_at.get(name, -1.0) > since else None
 
 
-def wait_for(predicate, timeout: float, what: str, log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\nnode log:\n{log()}" if log else ""))
-
-
 def diag_values(status) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values} if status is not None else {}
 
@@ -229,7 +189,7 @@ def policy_node(artifacts, ros, tmp_path_factory):
     """The node under test, running artifact A, publishing chunks before the first test starts."""
     a, _ = artifacts
     _, _, recorder, _ = ros
-    process = NodeProcess(
+    process = policy_node_process(
         tmp_path_factory.mktemp("logs") / "policy_node.log",
         "--params-file", str(REPO / "config" / "policy_node.yaml"),
         "-p", f"artifact:={a}", "-p", f"inference_rate_hz:={RATE_HZ}", "-p", f"max_step_rad:={MAX_STEP}",
@@ -478,7 +438,7 @@ def test_artifact_hot_swap_under_load_leaves_no_gap(ros, params, artifacts, poli
 def test_startup_without_valid_artifact_then_set_one(ros, artifacts, tmp_path):
     node, _, _, bad_recorder = ros
     a, _ = artifacts
-    process = NodeProcess(
+    process = policy_node_process(
         tmp_path / "bad.log", "-r", "__node:=policy_node_bad", "-r", "action_chunk:=bad/action_chunk",
         "-p", "artifact:=/nonexistent/policy", "-p", f"inference_rate_hz:={RATE_HZ}",
     )
@@ -509,7 +469,7 @@ def test_failed_background_load_keeps_the_running_engine_and_reverts(artifacts, 
     node = module.PolicyNode("policy_node_revert", context=context,
                              cli_args=["--ros-args", "-r", "action_chunk:=revert/action_chunk"],
                              parameter_overrides=[Parameter("artifact", value=str(a))])
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()

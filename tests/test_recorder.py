@@ -12,7 +12,6 @@ private ``ROS_DOMAIN_ID``, inherited by the node process).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from node_process import REPO, NodeProcess, wait_for  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -39,7 +39,6 @@ from sdm_controller.data.recording import RecorderSettings  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-REPO = Path(__file__).resolve().parents[1]
 PERIOD_S = 0.1
 CAMERA_HZ = 20.0
 JOINT_HZ = 100.0
@@ -64,44 +63,13 @@ def frame_value(index: int) -> int:
     return (7 * index) % 251
 
 
-def wait_for(predicate, timeout: float, what: str, log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\nnode log:\n{log()}" if log else ""))
-
-
-class RecorderProcess:
-    """``python -m sdm_controller.ros.recorder`` with a log file; always stopped in teardown."""
+class RecorderProcess(NodeProcess):
+    """``python -m sdm_controller.ros.recorder`` named ``name``, on config/recorder.yaml."""
 
     def __init__(self, log: Path, name: str, *ros_args: str) -> None:
         self.name = name
-        self.log_path = log
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env.get("ROS_DOMAIN_ID")
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sdm_controller.ros.recorder", "--ros-args", "-r", f"__node:={name}",
-             "--params-file", str(REPO / "config" / "recorder.yaml"), *ros_args],
-            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-4000:]
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+        super().__init__("recorder", log, "-r", f"__node:={name}", "--params-file",
+                         str(REPO / "config" / "recorder.yaml"), *ros_args)
 
 
 class Robot:

@@ -16,7 +16,11 @@ Topics (relative, remappable):
   ``~/commanded`` (``sensor_msgs/JointState``): the tracked position and the velocity sent to
   franky, for monitoring; ``/diagnostics`` (1 Hz).
 * service ``~/recover`` (``std_srvs/Trigger``): franky's error recovery; afterwards the arm
-  waits for a chunk stamped after the recovery.
+  waits for a chunk stamped after the recovery. The call blocks the node's ROS callbacks (at most
+  10 s); chunks that arrive meanwhile are older than the recovery and are refused anyway.
+
+ROS callbacks run in a ``SingleThreadedExecutor`` (each is short); the control thread streams to
+franky and publishes the joint states on its own.
 
 Everything that decides lives in ``sdm_controller.driver`` (see ``core`` for the modes, limits
 and watchdog, ``control_loop`` for the thread that streams at ``control_rate_hz`` and
@@ -41,8 +45,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -95,15 +98,9 @@ class FrankaDriver(Node):
         self._joint_pub = self.create_publisher(JointState, "joint_states", STATE_QOS)
         self._commanded_pub = self.create_publisher(JointState, "~/commanded", STATE_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(
-            JointTrajectory,
-            "action_chunk",
-            self._on_chunk,
-            COMMAND_QOS,
-            callback_group=MutuallyExclusiveCallbackGroup(),
-        )
-        self.create_service(Trigger, "~/recover", self._on_recover, callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, COMMAND_QOS)
+        self.create_service(Trigger, "~/recover", self._on_recover)
+        self.create_timer(1.0, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _declare(self, specs) -> None:
@@ -260,10 +257,12 @@ def msg_topic(node: Node) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # see policy_node.main: keeps the executor from busy-looping
+    # The control thread wakes every control period and must not wait out Python's default 5 ms GIL
+    # switch interval while the executor thread converts a chunk.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = SingleThreadedExecutor()
     status = 0
     joined = True
     try:

@@ -40,7 +40,6 @@ if not os.environ.get("DISPLAY"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 import rclpy  # noqa: E402
-from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
@@ -52,6 +51,7 @@ from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from sdm_controller.errors import SdmError  # noqa: E402
+from sdm_controller.ros.conversions import ns_to_stamp  # noqa: E402
 from sdm_controller.sim.camera import CameraLoop, Frame, SceneCamera  # noqa: E402
 from sdm_controller.sim.franka_scene import CAMERA, HOME_HAND_WIDTH, HOME_Q  # noqa: E402
 from sdm_controller.sim.franka_sim import FrankaSim, SimConfig  # noqa: E402
@@ -134,11 +134,6 @@ def sim_config(values: dict[str, Any]) -> SimConfig:
         realtime=bool(values["realtime"]),
         task=task,
     )
-
-
-def ns_to_stamp(ns: int) -> Time:
-    sec, nanosec = divmod(int(ns), NS)
-    return Time(sec=sec, nanosec=nanosec)
 
 
 def _fmt(values, digits: int = 4) -> str:

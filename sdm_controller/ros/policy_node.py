@@ -15,20 +15,18 @@ Topics (relative, remappable):
   (``std_msgs/Float64MultiArray``, one per chunk: the chunk's stamp as sec and nanosec, the
   engine's time and the whole cycle's time in ms, labelled in the layout) for latency profiling.
 
-Cycles: with ``trigger: timer`` one runs every ``1/inference_rate_hz``. With ``trigger:
-observation`` the inference timer polls every ``OBSERVATION_POLL_S`` and starts a cycle as soon as
-every input has a sample newer than the last chunk's, at most ``inference_rate_hz`` times a
-second, so a chunk leaves within one poll period plus one engine call after its newest frame
-arrived. (A guard condition triggered from the sensor callbacks would wake it sooner, but with
-rclpy's MultiThreadedExecutor a guard condition triggered while its group is busy made the spin
-loop busy-wait at full CPU on a loaded machine.)
+Cycles run on a thread of their own (``inference``). With ``trigger: timer`` one starts every
+``1/inference_rate_hz`` (a late cycle moves the schedule instead of bunching the next ones). With
+``trigger: observation`` the sensor callbacks wake the thread, and a cycle starts as soon as every
+input has a sample newer than the last chunk's, at most ``inference_rate_hz`` times a second, so
+a chunk leaves one engine call after its newest frame arrived.
 
-Threads (``MultiThreadedExecutor``): each subscription has its own mutually exclusive callback
-group (a topic's messages are handled in order, different topics in parallel); the inference
-timer has its own, so a slow engine never blocks sensor intake; diagnostics another. The
-parameter services run in the node's default group. An engine load runs in a plain thread at a
-lower OS priority, so the running engine keeps its CPU; ``main`` shortens Python's GIL switch
-interval, which keeps rclpy's executor from busy-looping (see the comment there).
+Threads: ROS I/O (sensor intake, parameter services, diagnostics) runs in a
+``SingleThreadedExecutor``; every callback there is short. The engine runs in the inference
+thread, so a slow engine never delays sensor intake, and an engine load runs in a plain thread
+at a lower OS priority, so the running engine keeps its CPU. (Cycles used to be timer callbacks
+in rclpy's ``MultiThreadedExecutor``: on a loaded 2-core machine its spin thread, re-dispatching
+callbacks that no worker had started yet, took most of a core away from the engine.)
 
 Parameters (``sdm_controller.control.settings.PARAMETERS``) are validated in one
 ``add_on_set_parameters_callback``: a refused change returns ``successful=False`` with the reason
@@ -48,16 +46,17 @@ logs the error, reports it on ``/diagnostics`` and publishes nothing until a val
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -100,7 +99,7 @@ COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, histo
 THROTTLE_S = 5.0
 GIL_SWITCH_INTERVAL_S = 0.0005
 TIMING_FIELDS = "stamp_sec,stamp_nanosec,engine_ms,cycle_ms"
-OBSERVATION_POLL_S = 0.002  # how often trigger=observation looks for a new observation
+IDLE_WAKE_S = 0.25  # trigger=observation with no input: how often the thread looks at its settings
 
 
 def image_topic(camera: str) -> str:
@@ -116,8 +115,8 @@ class PolicyNode(Node):
         self._param_lock = threading.Lock()
         self._loader: threading.Thread | None = None
         self._closing = threading.Event()
-        self._inference_group = MutuallyExclusiveCallbackGroup()
-        self._diagnostics_group = MutuallyExclusiveCallbackGroup()
+        self._wake = threading.Event()  # set by the sensor callbacks and a finished load
+        self._subs_lock = threading.Lock()  # the inference thread (re)subscribes, diagnostics read
         self._image_subs: dict[str, Any] = {}
         self._joint_sub = None
 
@@ -130,17 +129,15 @@ class PolicyNode(Node):
         self.controller = PolicyController(self._settings)
         self._engine_key: tuple | None = None  # engine running or being loaded
         self._running_key: tuple | None = None  # engine running (what a failed load reverts to)
-        self._rate_hz = self._settings.inference_rate_hz
 
         self._chunk_pub = self.create_publisher(JointTrajectory, "action_chunk", COMMAND_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._timing_pub = self.create_publisher(Float64MultiArray, "~/cycle_timing", 10)
-        self._last_cycle_ns = 0
-        self._timer = self.create_timer(self._timer_period_s(), self._on_timer, callback_group=self._inference_group)
-        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
-                                                    callback_group=self._diagnostics_group)
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._start_from_parameters()
+        self._inference = threading.Thread(target=self._run_cycles, name="inference", daemon=True)
+        self._inference.start()
 
     # -- startup and engine loading ---------------------------------------------------------
     def _start_from_parameters(self) -> None:
@@ -194,6 +191,7 @@ class PolicyNode(Node):
             self._running_key = settings.engine_key(interface.kind)
             self._loader = None
         self.controller.loading = ""
+        self._wake.set()
         self.get_logger().info(f"engine ready: {runner!r}; it takes over at the next cycle")
 
     def _load_failed(self, settings: NodeSettings, previous: NodeSettings | None, exc: Exception) -> None:
@@ -253,6 +251,7 @@ class PolicyNode(Node):
     # -- callbacks --------------------------------------------------------------------------
     def _on_image(self, camera: str, msg: Image) -> None:
         rejected = self.controller.add_image(camera, stamp_to_ns(msg.header.stamp), image_fields(msg), self._now_ns())
+        self._wake.set()
         if rejected is not None:
             sub = self._image_subs.get(camera)
             topic = sub.topic_name if sub is not None else image_topic(camera)  # as remapped
@@ -261,28 +260,40 @@ class PolicyNode(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         names, positions = joint_state_fields(msg)
         rejected = self.controller.add_joint_state(stamp_to_ns(msg.header.stamp), names, positions, self._now_ns())
+        self._wake.set()
         if rejected is not None:
             self._warn(f"joint_states {rejected.reason}", f"refused a message on 'joint_states': {rejected}")
 
-    def _timer_period_s(self) -> float:
-        if self._settings.trigger == "observation":
-            return min(OBSERVATION_POLL_S, 1.0 / self._rate_hz)
-        return 1.0 / self._rate_hz
-
-    def _on_timer(self) -> None:
-        if self._settings.trigger == "timer":
-            self._on_cycle()
-            return
-        # A loaded engine takes over (and subscribes its inputs) in a cycle, so one waiting runs it.
-        controller = self.controller
-        due = self._now_ns() - self._last_cycle_ns >= 1e9 / self._rate_hz  # the rate cap
-        if controller.pending_interface or (due and controller.has_new_observation()):
-            self._on_cycle()
+    # -- inference thread -------------------------------------------------------------------
+    def _run_cycles(self) -> None:
+        """Start cycles per ``trigger`` until the node closes; a failing cycle is logged, never fatal."""
+        last_start = -math.inf
+        while not self._closing.is_set():
+            settings = self._settings
+            period = 1.0 / settings.inference_rate_hz
+            if settings.trigger == "timer":
+                self._closing.wait(last_start + period - time.monotonic())
+            else:
+                self._wake.wait(IDLE_WAKE_S)
+                self._wake.clear()  # before the check: a sample arriving after it sets it again
+                controller = self.controller
+                if not (controller.pending_interface or controller.has_new_observation()):
+                    continue
+                self._closing.wait(last_start + period - time.monotonic())  # the rate cap
+            if self._closing.is_set():
+                break
+            now = time.monotonic()
+            # on schedule, or from now when a cycle ran long (no burst of catch-up cycles)
+            last_start = last_start + period if now - (last_start + period) < period else now
+            try:
+                self._on_cycle()
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any one cycle
+                self._warn("cycle exception", f"a cycle failed: {exc!r}", error=True)
 
     def _on_cycle(self) -> None:
         if not self.context.ok():  # shutting down: publishing would fail
             return
-        start_ns = self._last_cycle_ns = self._now_ns()
+        start_ns = self._now_ns()
         result = self.controller.step(start_ns)
         if result.swapped is not None:
             self._subscribe(result.swapped)
@@ -296,12 +307,6 @@ class PolicyNode(Node):
             self._warn(f"cycle {result.status}", f"no chunk ({result.status}): {result.message}")
         elif result.status == NO_POLICY and self.controller.error:
             self._warn("cycle no_policy", f"no chunk: {self.controller.error}", error=True)
-        rate = self.controller.settings.inference_rate_hz
-        period_ns = round(1e9 * self._timer_period_s())
-        if rate != self._rate_hz or period_ns != self._timer.timer_period_ns:
-            self._rate_hz = rate
-            self._timer.timer_period_ns = round(1e9 * self._timer_period_s())
-            self._timer.reset()
 
     def _publish_timing(self, stamp_ns: int, engine_ms: float | None, cycle_ms: float) -> None:
         sec, nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -311,18 +316,20 @@ class PolicyNode(Node):
 
     def _subscribe(self, interface: PolicyInterface) -> None:
         """Subscriptions for the cameras and joints the running artifact needs (kept when unchanged)."""
+        with self._subs_lock:
+            self._resubscribe(interface)
+
+    def _resubscribe(self, interface: PolicyInterface) -> None:
         for camera in list(self._image_subs):
             if camera not in interface.cameras:
                 self.destroy_subscription(self._image_subs.pop(camera))
         for camera in interface.cameras:
             if camera not in self._image_subs:
                 self._image_subs[camera] = self.create_subscription(
-                    Image, image_topic(camera), lambda msg, c=camera: self._on_image(c, msg), SENSOR_QOS,
-                    callback_group=MutuallyExclusiveCallbackGroup(),
+                    Image, image_topic(camera), lambda msg, c=camera: self._on_image(c, msg), SENSOR_QOS
                 )
         if interface.state_names and self._joint_sub is None:
-            self._joint_sub = self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS,
-                                                       callback_group=MutuallyExclusiveCallbackGroup())
+            self._joint_sub = self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
         elif not interface.state_names and self._joint_sub is not None:
             self.destroy_subscription(self._joint_sub)
             self._joint_sub = None
@@ -331,9 +338,10 @@ class PolicyNode(Node):
         if not self.context.ok():
             return
         now = self._now_ns()
-        topics = {camera: sub.topic_name for camera, sub in self._image_subs.items()}
-        if self._joint_sub is not None:
-            topics[JOINT_STATES] = self._joint_sub.topic_name
+        with self._subs_lock:
+            topics = {camera: sub.topic_name for camera, sub in self._image_subs.items()}
+            if self._joint_sub is not None:
+                topics[JOINT_STATES] = self._joint_sub.topic_name
         report = self.controller.report(now, topics)
         name = f"{self.get_name()}: policy"
         self._diagnostics_pub.publish(report_to_diagnostics(report, name, self.get_fully_qualified_name(), now))
@@ -353,8 +361,10 @@ class PolicyNode(Node):
             logger.warning(message, throttle_duration_sec=THROTTLE_S)
 
     def close(self) -> None:
-        """Stop loading and release the engines (before ``destroy_node``)."""
+        """Stop the cycles and the loading, release the engines (before ``destroy_node``)."""
         self._closing.set()
+        self._wake.set()
+        self._inference.join(timeout=10.0)
         loader = self._loader
         if loader is not None:
             loader.join(timeout=10.0)
@@ -379,14 +389,12 @@ def _parameter(name: str, value: Any) -> Parameter:
 
 
 def main(args: list[str] | None = None) -> None:
-    # rclpy's MultiThreadedExecutor re-submits a ready callback on every pass of its spin loop until a
-    # worker thread has started it, and a worker needs the GIL to start: with Python's default 5 ms
-    # switch interval the spin thread busy-loops for up to 5 ms per callback (measured: 60% of a core
-    # at 60 sensor messages/s, delaying inference cycles). 0.5 ms cuts that tenfold.
+    # The inference thread, woken by a sensor callback, waits for the GIL that the executor thread
+    # holds: Python's default switch interval would add up to 5 ms to every chunk's latency.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = SingleThreadedExecutor()
     try:
         node = PolicyNode()
         executor.add_node(node)

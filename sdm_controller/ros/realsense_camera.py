@@ -37,7 +37,6 @@ from dataclasses import fields
 from typing import Any
 
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -46,6 +45,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from sdm_controller.ros.conversions import ns_to_stamp
 from sdm_controller.sensors.camera_report import CameraReport, camera_report
 from sdm_controller.sensors.capture_clock import CaptureClock
 from sdm_controller.sensors.frame_gate import PUBLISHED, FrameGate
@@ -215,11 +215,6 @@ class RealSenseCameraNode(Node):
 
 
 # -- messages -------------------------------------------------------------------------------------
-def ns_to_stamp(ns: int) -> Time:
-    sec, nanosec = divmod(int(ns), NS)
-    return Time(sec=sec, nanosec=nanosec)
-
-
 def image_message(frame: Frame, header: Header) -> Image:
     height, width = frame.array.shape[:2]
     return Image(

@@ -23,6 +23,10 @@ still waiting for their action (at most
 the save fails (e.g. ``output`` holds a dataset with another spec), the episode is kept: set
 ``output`` and call ``stop_episode`` again, or ``discard_episode``.
 
+Callbacks run on worker threads (``sdm_controller.ros.executors.WorkerThreadsExecutor``, one
+callback group per input, the poll timer and the services), so ``stop_episode`` can wait for
+the polls while the intake goes on.
+
 Parameters: ``output`` and ``task`` can be changed live; the rest fix what the dataset holds and
 are read at start (a change is refused; restart the node).
 """
@@ -38,7 +42,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -65,6 +69,7 @@ from sdm_controller.data.recording import (
 )
 from sdm_controller.errors import SdmError
 from sdm_controller.ros.conversions import image_fields, joint_state_fields, report_to_diagnostics, stamp_to_ns
+from sdm_controller.ros.executors import WorkerThreadsExecutor
 from sdm_controller.ros.parameters import descriptor
 
 NODE_NAME = "recorder"
@@ -435,7 +440,7 @@ def _reply(response: Trigger.Response, success: bool, message: str) -> Trigger.R
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = WorkerThreadsExecutor(num_threads=4)
     code = 0
     try:
         node = RecorderNode()

@@ -1,0 +1,62 @@
+"""Helpers the DDS tests share: a node run as its own process, stamps, and waiting for a condition.
+
+Every node under test runs as ``python -m sdm_controller.ros.<module> --ros-args ...`` with its
+output in a log file, inherits this run's ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and private
+``ROS_DOMAIN_ID`` (set by ``conftest``), uses one torch thread, and is always stopped (SIGINT, then
+SIGKILL) in the test's teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NS = 1_000_000_000
+
+
+def stamp_ns(stamp) -> int:
+    return stamp.sec * NS + stamp.nanosec
+
+
+def wait_for(predicate, timeout: float, what: str, log=None, poll_s: float = 0.02):
+    """``predicate()``'s first truthy value within ``timeout`` s; else fail with the node's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f"\nnode log:\n{log()}" if log else ""))
+
+
+class NodeProcess:
+    """One node of this package as a subprocess with a log file (``env`` adds to the environment)."""
+
+    def __init__(self, module: str, log: Path, *ros_args: str, env: dict[str, str] | None = None) -> None:
+        self.log_path = log
+        full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
+        assert full_env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and full_env.get("ROS_DOMAIN_ID")
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"sdm_controller.ros.{module}", "--ros-args", *ros_args],
+            cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
