@@ -43,9 +43,14 @@ class NodeProcess:
         assert full_env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and full_env.get("ROS_DOMAIN_ID")
         self._log = log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"sdm_controller.ros.{module}", "--ros-args", *ros_args],
+            [sys.executable, *self._entry(module), "--ros-args", *ros_args],
             cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+    @staticmethod
+    def _entry(module: str) -> list[str]:
+        """A node module of this package (``policy_node``) or a script that starts one (``/tmp/x.py``)."""
+        return [module] if module.endswith(".py") else ["-m", f"sdm_controller.ros.{module}"]
 
     def log(self) -> str:
         return self.log_path.read_text()[-4000:]

@@ -61,6 +61,7 @@ from sdm_controller.driver.franky_link import FrankyLink, LinkDown
 from sdm_controller.driver.settings import PARAMETERS, START_ONLY, DriverSettings
 from sdm_controller.ros.conversions import ns_to_stamp, report_to_diagnostics, stamp_to_ns
 from sdm_controller.ros.parameters import declare_parameters, descriptor, parameter_changes
+from sdm_controller.ros.throttled_log import ThrottledLog
 
 NODE_NAME = "franka_driver"
 STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
@@ -93,7 +94,7 @@ class FrankaDriver(Node):
         self.core = DriverCore(self._settings)
         self.link = FrankyLink(self._settings.robot_ip, gripper=self._settings.gripper_enabled)
         self.loop = ControlLoop(self.link, self.core, self._now_ns, on_sample=self._on_sample, log=self._log)
-        self._loggers: dict[str, Any] = {}
+        self._log_throttled = ThrottledLog(self.get_logger(), THROTTLE_S)
 
         self._joint_pub = self.create_publisher(JointState, "joint_states", STATE_QOS)
         self._commanded_pub = self.create_publisher(JointState, "~/commanded", STATE_QOS)
@@ -138,7 +139,7 @@ class FrankaDriver(Node):
             now,
         )
         if rejected is not None:
-            self._warn(
+            self._log_throttled.warning(
                 f"rejected {rejected.reason}", f"rejected a chunk on '{msg_topic(self)}': {rejected}; the arm holds"
             )
 
@@ -224,12 +225,6 @@ class FrankaDriver(Node):
             logger.warning(message)
         else:
             logger.error(message)
-
-    def _warn(self, key: str, message: str) -> None:
-        logger = self._loggers.get(key)
-        if logger is None:
-            logger = self._loggers[key] = self.get_logger().get_child(key.replace(" ", "_"))
-        logger.warning(message, throttle_duration_sec=THROTTLE_S)
 
     def close(self) -> bool:
         """Brake to rest, end and join the control thread, release franky (before ``destroy_node``).

@@ -91,6 +91,7 @@ from sdm_controller.ros.conversions import (
     stamp_to_ns,
 )
 from sdm_controller.ros.parameters import declare_parameters, parameter_changes
+from sdm_controller.ros.throttled_log import ThrottledLog
 from sdm_controller.runtime.artifact import read_meta
 
 NODE_NAME = "policy_node"
@@ -111,7 +112,7 @@ class PolicyNode(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._loggers: dict[str, Any] = {}
+        self._log = ThrottledLog(self.get_logger(), THROTTLE_S)
         self._param_lock = threading.Lock()
         self._loader: threading.Thread | None = None
         self._closing = threading.Event()
@@ -255,14 +256,14 @@ class PolicyNode(Node):
         if rejected is not None:
             sub = self._image_subs.get(camera)
             topic = sub.topic_name if sub is not None else image_topic(camera)  # as remapped
-            self._warn(f"{camera} {rejected.reason}", f"refused a frame on '{topic}': {rejected}")
+            self._log.warning(f"{camera} {rejected.reason}", f"refused a frame on '{topic}': {rejected}")
 
     def _on_joint_state(self, msg: JointState) -> None:
         names, positions = joint_state_fields(msg)
         rejected = self.controller.add_joint_state(stamp_to_ns(msg.header.stamp), names, positions, self._now_ns())
         self._wake.set()
         if rejected is not None:
-            self._warn(f"joint_states {rejected.reason}", f"refused a message on 'joint_states': {rejected}")
+            self._log.warning(f"joint_states {rejected.reason}", f"refused a message on 'joint_states': {rejected}")
 
     # -- inference thread -------------------------------------------------------------------
     def _run_cycles(self) -> None:
@@ -288,7 +289,7 @@ class PolicyNode(Node):
             try:
                 self._on_cycle()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any one cycle
-                self._warn("cycle exception", f"a cycle failed: {exc!r}", error=True)
+                self._log.error("cycle exception", f"a cycle failed: {exc!r}")
 
     def _on_cycle(self) -> None:
         if not self.context.ok():  # shutting down: publishing would fail
@@ -302,11 +303,11 @@ class PolicyNode(Node):
             self._chunk_pub.publish(chunk_to_trajectory(result.chunk))
             self._publish_timing(result.chunk.stamp_ns, result.engine_ms, (self._now_ns() - start_ns) / 1e6)
             if result.clamps and result.clamps.total:
-                self._warn("clamps", f"limits clamped {result.clamps} in the latest chunk (see diagnostics)")
+                self._log.warning("clamps", f"limits clamped {result.clamps} in the latest chunk (see diagnostics)")
         elif result.status in (STALE, ENGINE_ERROR, LATE):
-            self._warn(f"cycle {result.status}", f"no chunk ({result.status}): {result.message}")
+            self._log.warning(f"cycle {result.status}", f"no chunk ({result.status}): {result.message}")
         elif result.status == NO_POLICY and self.controller.error:
-            self._warn("cycle no_policy", f"no chunk: {self.controller.error}", error=True)
+            self._log.error("cycle no_policy", f"no chunk: {self.controller.error}")
 
     def _publish_timing(self, stamp_ns: int, engine_ms: float | None, cycle_ms: float) -> None:
         sec, nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -349,16 +350,6 @@ class PolicyNode(Node):
     # -- helpers ----------------------------------------------------------------------------
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
-
-    def _warn(self, key: str, message: str, error: bool = False) -> None:
-        """Throttled per ``key``: each child logger keeps its own throttle state."""
-        logger = self._loggers.get(key)
-        if logger is None:
-            logger = self._loggers[key] = self.get_logger().get_child(key.replace(" ", "_"))
-        if error:
-            logger.error(message, throttle_duration_sec=THROTTLE_S)
-        else:
-            logger.warning(message, throttle_duration_sec=THROTTLE_S)
 
     def close(self) -> None:
         """Stop the cycles and the loading, release the engines (before ``destroy_node``)."""

@@ -71,6 +71,7 @@ from sdm_controller.errors import SdmError
 from sdm_controller.ros.conversions import image_fields, joint_state_fields, report_to_diagnostics, stamp_to_ns
 from sdm_controller.ros.executors import WorkerThreadsExecutor
 from sdm_controller.ros.parameters import descriptor
+from sdm_controller.ros.throttled_log import ThrottledLog
 
 NODE_NAME = "recorder"
 SENSOR_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
@@ -151,7 +152,7 @@ class RecorderNode(Node):
         command_topic = values.pop("command_topic")
         self.settings = RecorderSettings(**values)  # ConfigError: main exits non-zero
         self.core = EpisodeRecorder(self.settings)
-        self._loggers: dict[str, Any] = {}
+        self._log = ThrottledLog(self.get_logger(), THROTTLE_S)
         self._service_lock = threading.Lock()
         self._unsaved: Episode | None = None
         self._episode_index = 0
@@ -257,7 +258,8 @@ class RecorderNode(Node):
         try:
             self.core.add_joint_state(stamp_to_ns(msg.header.stamp), names, positions)
         except RejectedInput as exc:
-            self._warn(f"joint_states {exc.reason}", f"refused a message on '{self._joint_sub.topic_name}': {exc}")
+            topic = self._joint_sub.topic_name
+            self._log.warning(f"joint_states {exc.reason}", f"refused a message on '{topic}': {exc}")
 
     def _on_command(self, msg: JointState | JointTrajectory) -> None:
         self._rates["command"].add(self._now_ns())
@@ -270,7 +272,7 @@ class RecorderNode(Node):
                 names, positions = joint_state_fields(msg)
                 command = self.core.joint_state_command(stamp, names, positions)
         except RejectedInput as exc:
-            self._warn(f"command {exc.reason}", f"refused a message on '{self._command_sub.topic_name}': {exc}")
+            self._log.warning(f"command {exc.reason}", f"refused a message on '{self._command_sub.topic_name}': {exc}")
             return
         self.core.add_command(command)
 
@@ -280,7 +282,7 @@ class RecorderNode(Node):
             if result.status == RECORDED:
                 self._rates["recorded"].add(now)
             else:
-                self._warn(f"sample {result.status}", f"sample refused ({result.status}): {result.message}")
+                self._log.warning(f"sample {result.status}", f"sample refused ({result.status}): {result.message}")
 
     # -- services ----------------------------------------------------------------------------------
     def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -417,12 +419,6 @@ class RecorderNode(Node):
     # -- helpers -----------------------------------------------------------------------------------
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
-
-    def _warn(self, key: str, message: str) -> None:
-        logger = self._loggers.get(key)
-        if logger is None:
-            logger = self._loggers[key] = self.get_logger().get_child(key.replace(" ", "_"))
-        logger.warning(message, throttle_duration_sec=THROTTLE_S)
 
     def close(self) -> None:
         state = self.state()
