@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command 1: set up, then the main job on its embedded default.
 #
-# Until the ROS stack lands this is the offline pipeline on one MetaWorld task:
+# Until a trained Franka policy ships with the package, this is the offline pipeline on one MetaWorld task:
 # scripted-expert demos -> teacher diffusion policy -> closed-loop evaluation (50 episodes).
 #
 #   bash scripts/main_job.sh [task] [output folder]
