@@ -13,6 +13,7 @@ Discovery stays on this machine (``conftest``: LOCALHOST range, private domain i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -267,15 +268,22 @@ def commanded_speed_bound(dt_s: np.ndarray) -> np.ndarray:
     return ARM_ACCELERATION * dt_s[:, None] * 1.001 + 1e-6
 
 
-# -- fixtures ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    process = SimProcess(HOST, tmp_path_factory.mktemp("sim") / "franky-sim.log")
+@contextlib.contextmanager
+def franky_sim(host: str, log: Path):
+    """A franky-sim server at ``host`` for the duration of the block."""
+    process = SimProcess(host, log)
     process.start()
     try:
         yield process
     finally:
         process.kill()
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    with franky_sim(HOST, tmp_path_factory.mktemp("sim") / "franky-sim.log") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,8 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
-from test_franka_driver import CHUNK_PERIOD_NS, MS, Reference, driver_process, make_chunk  # noqa: E402
+from test_franka_driver import CHUNK_PERIOD_NS, MS, Reference, driver_process, franky_sim, make_chunk  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
-
-from sdm_controller.driver.sim_process import SimProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -121,12 +119,8 @@ def flow(receive_times: np.ndarray, seconds: float) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def sim2(tmp_path_factory):
-    process = SimProcess(HOST2, tmp_path_factory.mktemp("sim2") / "franky-sim.log")
-    process.start()
-    try:
+    with franky_sim(HOST2, tmp_path_factory.mktemp("sim2") / "franky-sim.log") as process:
         yield process
-    finally:
-        process.kill()
 
 
 @pytest.fixture(scope="module")
