@@ -157,13 +157,14 @@ class ControlLoop:
         q, dq = self.link.read()
         stamp = self.clock_ns()
         command = self.core.step(stamp, q, dq)
-        if self._gripper_width is None:  # first period on this connection: publish the fingers from the start
+        width_read = self._gripper_width is None
+        if width_read:  # first period on this connection: publish the fingers from the start
             self._gripper_width = self.link.gripper_width()
         # the state goes out first: nothing below (a refused command, the gripper) may cost a sample
         self.on_sample(RobotSample(stamp, q, dq, self._gripper_width), command)
         if command.stream and not self.fault:
             self.link.send_velocity(command.velocity)
-        if count % GRIPPER_READ_EVERY == 0:
+        if count % GRIPPER_READ_EVERY == 0 and not width_read:
             self._gripper_width = self.link.gripper_width()
         if command.finger is not None and not self.fault:
             width = float(np.clip(2.0 * command.finger, 0.0, 0.08))

@@ -93,8 +93,8 @@ class DriverCore:
     def set_robot_limits(self, velocity: np.ndarray | None, acceleration: np.ndarray | None) -> None:
         """Cap every command at what the robot accepts (from now on, whatever the settings say)."""
         with self._lock:
-            self._robot_velocity = None if velocity is None else np.asarray(velocity, dtype=np.float64).copy()
-            self._robot_acceleration = None if acceleration is None else np.asarray(acceleration, dtype=np.float64)
+            self._robot_velocity = None if velocity is None else np.array(velocity, dtype=np.float64)
+            self._robot_acceleration = None if acceleration is None else np.array(acceleration, dtype=np.float64)
             self._apply(self.settings)
 
     # -- chunks -------------------------------------------------------------------------------
@@ -232,9 +232,9 @@ class DriverCore:
                 ("clamps acceleration", str(self.clamps.acceleration)),
                 ("commanded velocity max_abs", f"{float(np.max(np.abs(self._v))):.4f}"),
                 ("dynamics_factor", f"{self.settings.dynamics_factor:g}"),
-                ("velocity limit effective", _array(self.limits.velocity)),
-                ("velocity limit tracking", _array(self.limits.velocity * self.settings.dynamics_factor)),
-                ("acceleration limit effective", _array(self.limits.acceleration)),
+                ("velocity limit effective", array_text(self.limits.velocity)),
+                ("velocity limit tracking", array_text(self.limits.velocity * self.settings.dynamics_factor)),
+                ("acceleration limit effective", array_text(self.limits.acceleration)),
             ]
             if self.mode == HOLD and self.hold_reason.startswith("chunk rejected"):
                 return DriverReport(WARN, f"holding: {self.hold_reason}", values)
@@ -243,5 +243,6 @@ class DriverCore:
             return DriverReport(OK, f"{self.mode}: {self.hold_reason}", values)
 
 
-def _array(values: np.ndarray) -> str:
+def array_text(values: np.ndarray) -> str:
+    """Per-joint values as a diagnostics string, 4 significant digits."""
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"

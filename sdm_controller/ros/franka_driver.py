@@ -56,7 +56,7 @@ from trajectory_msgs.msg import JointTrajectory
 from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_GRIPPER_JOINT, FR3_MIRROR_GRIPPER_JOINT
 from sdm_controller.control.parameter_spec import SettingsError
 from sdm_controller.driver.control_loop import ControlLoop, RobotSample
-from sdm_controller.driver.core import ERROR, Command, DriverCore
+from sdm_controller.driver.core import ERROR, Command, DriverCore, array_text
 from sdm_controller.driver.franky_link import FrankyLink, LinkDown
 from sdm_controller.driver.settings import PARAMETERS, START_ONLY, DriverSettings
 from sdm_controller.ros.conversions import ns_to_stamp, report_to_diagnostics, stamp_to_ns
@@ -237,7 +237,7 @@ def _franky_limit(link: FrankyLink, kind: str) -> str:
     limits = link.franky_limits
     if limits is None:
         return "unknown (not connected yet)"
-    return "[" + ", ".join(f"{v:.4g}" for v in getattr(limits, kind)) + "]"
+    return array_text(getattr(limits, kind))
 
 
 def _ignore_sigint() -> None:

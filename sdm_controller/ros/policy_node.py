@@ -252,8 +252,9 @@ class PolicyNode(Node):
     # -- callbacks --------------------------------------------------------------------------
     def _on_image(self, camera: str, msg: Image) -> None:
         rejected = self.controller.add_image(camera, stamp_to_ns(msg.header.stamp), image_fields(msg), self._now_ns())
-        self._wake.set()
-        if rejected is not None:
+        if rejected is None:
+            self._wake.set()
+        else:
             sub = self._image_subs.get(camera)
             topic = sub.topic_name if sub is not None else image_topic(camera)  # as remapped
             self._log.warning(f"{camera} {rejected.reason}", f"refused a frame on '{topic}': {rejected}")
@@ -261,8 +262,9 @@ class PolicyNode(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         names, positions = joint_state_fields(msg)
         rejected = self.controller.add_joint_state(stamp_to_ns(msg.header.stamp), names, positions, self._now_ns())
-        self._wake.set()
-        if rejected is not None:
+        if rejected is None:
+            self._wake.set()
+        else:
             self._log.warning(f"joint_states {rejected.reason}", f"refused a message on 'joint_states': {rejected}")
 
     # -- inference thread -------------------------------------------------------------------
@@ -318,22 +320,19 @@ class PolicyNode(Node):
     def _subscribe(self, interface: PolicyInterface) -> None:
         """Subscriptions for the cameras and joints the running artifact needs (kept when unchanged)."""
         with self._subs_lock:
-            self._resubscribe(interface)
-
-    def _resubscribe(self, interface: PolicyInterface) -> None:
-        for camera in list(self._image_subs):
-            if camera not in interface.cameras:
-                self.destroy_subscription(self._image_subs.pop(camera))
-        for camera in interface.cameras:
-            if camera not in self._image_subs:
-                self._image_subs[camera] = self.create_subscription(
-                    Image, image_topic(camera), lambda msg, c=camera: self._on_image(c, msg), SENSOR_QOS
-                )
-        if interface.state_names and self._joint_sub is None:
-            self._joint_sub = self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
-        elif not interface.state_names and self._joint_sub is not None:
-            self.destroy_subscription(self._joint_sub)
-            self._joint_sub = None
+            for camera in list(self._image_subs):
+                if camera not in interface.cameras:
+                    self.destroy_subscription(self._image_subs.pop(camera))
+            for camera in interface.cameras:
+                if camera not in self._image_subs:
+                    self._image_subs[camera] = self.create_subscription(
+                        Image, image_topic(camera), lambda msg, c=camera: self._on_image(c, msg), SENSOR_QOS
+                    )
+            if interface.state_names and self._joint_sub is None:
+                self._joint_sub = self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
+            elif not interface.state_names and self._joint_sub is not None:
+                self.destroy_subscription(self._joint_sub)
+                self._joint_sub = None
 
     def _publish_diagnostics(self) -> None:
         if not self.context.ok():
