@@ -36,9 +36,7 @@ released), then the node and rclpy; further SIGINTs during that are ignored.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 from typing import Any
 
@@ -61,6 +59,7 @@ from sdm_controller.driver.franky_link import FrankyLink, LinkDown
 from sdm_controller.driver.settings import PARAMETERS, START_ONLY, DriverSettings
 from sdm_controller.ros.conversions import ns_to_stamp, report_to_diagnostics, stamp_to_ns
 from sdm_controller.ros.parameters import declare_parameters, descriptor, parameter_changes
+from sdm_controller.ros.sigint import ignore_sigint
 from sdm_controller.ros.throttled_log import ThrottledLog
 
 NODE_NAME = "franka_driver"
@@ -240,13 +239,6 @@ def _franky_limit(link: FrankyLink, kind: str) -> str:
     return array_text(getattr(limits, kind))
 
 
-def _ignore_sigint() -> None:
-    """Shutting down already: a second Ctrl-C (a launcher forwards one to its process group) must not
-    interrupt the ordered shutdown halfway."""
-    with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def msg_topic(node: Node) -> str:
     return node.resolve_topic_name("action_chunk")
 
@@ -255,6 +247,7 @@ def main(args: list[str] | None = None) -> None:
     # The control thread wakes every control period and must not wait out Python's default 5 ms GIL
     # switch interval while the executor thread converts a chunk.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    ignore_sigint()  # rclpy's handler ends the spin (see sdm_controller.ros.sigint)
     rclpy.init(args=args)
     node = None
     executor = SingleThreadedExecutor()
@@ -274,7 +267,7 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        _ignore_sigint()
+        ignore_sigint()
         # 1. no more callbacks (chunks, ~/recover, parameters, diagnostics)
         executor.shutdown(timeout_sec=1.0)
         if node is not None:
@@ -285,7 +278,7 @@ def main(args: list[str] | None = None) -> None:
             # 4. the node, then rclpy
             node.destroy_node()
         rclpy.try_shutdown()
-        _ignore_sigint()  # rclpy's shutdown may have put its previous handler back
+        ignore_sigint()  # rclpy's shutdown may have put its previous handler back
     if not joined:
         # a thread still inside franky: interpreter teardown would destroy franky objects under it
         sys.stdout.flush()

@@ -91,6 +91,7 @@ from sdm_controller.ros.conversions import (
     stamp_to_ns,
 )
 from sdm_controller.ros.parameters import declare_parameters, parameter_changes
+from sdm_controller.ros.sigint import ignore_sigint
 from sdm_controller.ros.throttled_log import ThrottledLog
 from sdm_controller.runtime.artifact import read_meta
 
@@ -382,6 +383,7 @@ def main(args: list[str] | None = None) -> None:
     # The inference thread, woken by a sensor callback, waits for the GIL that the executor thread
     # holds: Python's default switch interval would add up to 5 ms to every chunk's latency.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    ignore_sigint()  # rclpy's handler ends the spin (see sdm_controller.ros.sigint)
     rclpy.init(args=args)
     node = None
     executor = SingleThreadedExecutor()
