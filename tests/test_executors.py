@@ -121,5 +121,10 @@ def test_callback_exceptions_surface_from_spin():
 
 
 def test_fewer_than_two_threads_is_refused():
-    with pytest.raises(ValueError, match="SingleThreadedExecutor"):
-        WorkerThreadsExecutor(num_threads=1)
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ValueError, match="SingleThreadedExecutor"):
+            WorkerThreadsExecutor(num_threads=1, context=context)
+    finally:
+        rclpy.try_shutdown(context=context)

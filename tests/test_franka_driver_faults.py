@@ -89,6 +89,11 @@ class Watcher:
         with self.lock:
             return np.array([r[1] for r in self.states if r[1] >= t])
 
+    def count_stamped_after(self, stamp: int) -> int:
+        """joint_states stamped after ``stamp`` (node clock, ns): from a driver started after it."""
+        with self.lock:
+            return sum(1 for r in self.states if r[0] > stamp)
+
     def fresh_values(self, timeout: float = 10.0) -> dict[str, str]:
         t = time.monotonic()
         wait_for(lambda: self.diagnostics_at > t, timeout, "fresh diagnostics of the second driver")
@@ -185,9 +190,11 @@ def test_ctrl_c_at_random_moments_during_motion_exits_0(sim2, watcher, tmp_path)
     rng = np.random.default_rng(7)
     results = []
     for run in range(10):
+        started = watcher.now()
         driver2 = start_driver2(tmp_path / f"driver-{run}.log")
         try:
-            wait_for(lambda: len(watcher.received_since(time.monotonic() - 0.3)) > 10, 60, "joint_states", driver2.log)
+            # from this driver: late joint_states of the previous one must not pass for it
+            wait_for(lambda s=started: watcher.count_stamped_after(s) > 10, 60, "joint_states", driver2.log)
             q0 = watcher.q()
             reference = Reference(q0, watcher.now() + 50 * MS, frequency=1.0)
             end = time.monotonic() + rng.uniform(0.1, 1.2)  # a random moment of the motion

@@ -33,9 +33,9 @@ class WorkerThreadsExecutor(Executor):
     """Runs callbacks on ``num_threads`` worker threads; the spin thread waits, never polls."""
 
     def __init__(self, num_threads: int, *, context: Any = None) -> None:
+        super().__init__(context=context)  # first: rclpy's __del__ needs what it sets up
         if num_threads < 2:
             raise ValueError("WorkerThreadsExecutor needs at least 2 threads; use SingleThreadedExecutor")
-        super().__init__(context=context)
         self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix="ros-callbacks")
         self._running: list[Future] = []
 

@@ -36,14 +36,10 @@ released), then the node and rclpy; further SIGINTs during that are ignored.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -58,8 +54,8 @@ from sdm_controller.driver.core import ERROR, Command, DriverCore, array_text
 from sdm_controller.driver.franky_link import FrankyLink, LinkDown
 from sdm_controller.driver.settings import PARAMETERS, START_ONLY, DriverSettings
 from sdm_controller.ros.conversions import ns_to_stamp, report_to_diagnostics, stamp_to_ns
+from sdm_controller.ros.node_main import run_node
 from sdm_controller.ros.parameters import declare_parameters, descriptor, parameter_changes
-from sdm_controller.ros.sigint import ignore_sigint
 from sdm_controller.ros.throttled_log import ThrottledLog
 
 NODE_NAME = "franka_driver"
@@ -246,46 +242,14 @@ def msg_topic(node: Node) -> str:
 def main(args: list[str] | None = None) -> None:
     # The control thread wakes every control period and must not wait out Python's default 5 ms GIL
     # switch interval while the executor thread converts a chunk.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    ignore_sigint()  # rclpy's handler ends the spin (see sdm_controller.ros.sigint)
-    rclpy.init(args=args)
-    node = None
-    executor = SingleThreadedExecutor()
-    status = 0
-    joined = True
-    try:
-        node = FrankaDriver()
-        node.start()
-        executor.add_node(node)
-        executor.spin()
-    except StartError as exc:
-        if node is None:
-            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-        else:
-            node.get_logger().fatal(str(exc))
-        status = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_sigint()
-        # 1. no more callbacks (chunks, ~/recover, parameters, diagnostics)
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            # 2. brake, end and join the control thread; 3. stop the motion and release franky
-            joined = node.close()
-            if not joined:
-                node.get_logger().error("the control thread did not end (blocked in franky); exiting without it")
-            # 4. the node, then rclpy
-            node.destroy_node()
-        rclpy.try_shutdown()
-        ignore_sigint()  # rclpy's shutdown may have put its previous handler back
-    if not joined:
-        # a thread still inside franky: interpreter teardown would destroy franky objects under it
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    if status:
-        sys.exit(status)
+    run_node(
+        FrankaDriver,
+        NODE_NAME,
+        args,
+        start=FrankaDriver.start,
+        start_errors=(StartError,),
+        switch_interval_s=GIL_SWITCH_INTERVAL_S,
+    )
 
 
 if __name__ == "__main__":

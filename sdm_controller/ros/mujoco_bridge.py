@@ -31,7 +31,6 @@ steps the physics at 1 kHz; a camera thread renders; the executor thread serves 
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 # Headless machines (no X display) render through EGL; MuJoCo reads this when it is first imported.
@@ -39,10 +38,8 @@ if not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -52,6 +49,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from sdm_controller.errors import SdmError  # noqa: E402
 from sdm_controller.ros.conversions import ns_to_stamp  # noqa: E402
+from sdm_controller.ros.node_main import run_node  # noqa: E402
 from sdm_controller.sim.camera import CameraLoop, Frame, SceneCamera  # noqa: E402
 from sdm_controller.sim.franka_scene import CAMERA, HOME_HAND_WIDTH, HOME_Q  # noqa: E402
 from sdm_controller.sim.franka_sim import FrankaSim, SimConfig  # noqa: E402
@@ -158,26 +156,29 @@ class MujocoBridge(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.sim = FrankaSim(sim_config(values), clock_ns=self._now_ns)
         self.camera: CameraLoop | None = None
+        self._image_size = (width, height)
+
+    def start(self) -> None:
+        """Serve the simulated robot (``OSError`` if the address is taken) and start the camera.
+
+        Apart from the constructor so that ``close`` (which the runner always calls once the node
+        exists) stops whatever of the two already started."""
         self.sim.start()
-        try:
-            self.camera = CameraLoop(
-                lambda: SceneCamera(self.sim.model, self.camera_name, width, height),
-                self.sim.snapshot,
-                self._publish_frame,
-                self.camera_rate_hz,
-                self._now_ns,
-            )
-            self.camera.start()
-        except BaseException:
-            self.close()
-            raise
+        width, height = self._image_size
+        self.camera = CameraLoop(
+            lambda: SceneCamera(self.sim.model, self.camera_name, width, height),
+            self.sim.snapshot,
+            self._publish_frame,
+            self.camera_rate_hz,
+            self._now_ns,
+        )
+        self.camera.start()
         self.declare_parameter(
             "serving_hostname",
             self.sim.hostname,
             _descriptor("", "Address the simulated robot serves on (read only).", None, read_only=True),
         )
         self.add_on_set_parameters_callback(self._on_set_parameters)
-
         self._reset_srv = self.create_service(Trigger, "~/reset_task", self._on_reset)
         self._success_published: bool | None = None
         self._success_last_ns = 0
@@ -314,32 +315,14 @@ class MujocoBridge(Node):
 def main(args: list[str] | None = None) -> None:
     # The simulation thread needs the GIL every millisecond; Python's default 5 ms switch interval
     # lets the camera or executor thread keep it for a whole step.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    rclpy.init(args=args)
-    node = None
-    executor = SingleThreadedExecutor()
-    code = 0
-    try:
-        try:
-            node = MujocoBridge()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            raise
-        except Exception as exc:  # noqa: BLE001 - any start failure: say why, exit non-zero
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-            code = 1
-        else:
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if code:
-        sys.exit(code)
+    run_node(
+        MujocoBridge,
+        NODE_NAME,
+        args,
+        start=MujocoBridge.start,
+        start_errors=(Exception,),  # any start failure (a taken address, a renderer): say why, exit 1
+        switch_interval_s=GIL_SWITCH_INTERVAL_S,
+    )
 
 
 if __name__ == "__main__":

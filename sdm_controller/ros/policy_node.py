@@ -48,15 +48,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 import threading
 import time
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -90,8 +87,8 @@ from sdm_controller.ros.conversions import (
     report_to_diagnostics,
     stamp_to_ns,
 )
+from sdm_controller.ros.node_main import run_node
 from sdm_controller.ros.parameters import declare_parameters, parameter_changes
-from sdm_controller.ros.sigint import ignore_sigint
 from sdm_controller.ros.throttled_log import ThrottledLog
 from sdm_controller.runtime.artifact import read_meta
 
@@ -172,8 +169,9 @@ class PolicyNode(Node):
     def _start_load(self, settings: NodeSettings, interface: PolicyInterface, previous: NodeSettings | None) -> None:
         self._engine_key = settings.engine_key(interface.kind)
         self.controller.loading = settings.artifact
-        self._loader = threading.Thread(target=self._load, args=(settings, interface, previous),
-                                        name="engine-loader", daemon=True)
+        self._loader = threading.Thread(
+            target=self._load, args=(settings, interface, previous), name="engine-loader", daemon=True
+        )
         self._loader.start()
 
     def _load(self, settings: NodeSettings, interface: PolicyInterface, previous: NodeSettings | None) -> None:
@@ -382,23 +380,7 @@ def _parameter(name: str, value: Any) -> Parameter:
 def main(args: list[str] | None = None) -> None:
     # The inference thread, woken by a sensor callback, waits for the GIL that the executor thread
     # holds: Python's default switch interval would add up to 5 ms to every chunk's latency.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    ignore_sigint()  # rclpy's handler ends the spin (see sdm_controller.ros.sigint)
-    rclpy.init(args=args)
-    node = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = PolicyNode()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PolicyNode, NODE_NAME, args, switch_interval_s=GIL_SWITCH_INTERVAL_S)
 
 
 if __name__ == "__main__":

@@ -30,22 +30,20 @@ missing, or the streams cannot be started, the node logs why and exits with stat
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import fields
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sdm_controller.ros.conversions import ns_to_stamp
+from sdm_controller.ros.node_main import run_node
 from sdm_controller.sensors.camera_report import CameraReport, camera_report
 from sdm_controller.sensors.capture_clock import CaptureClock
 from sdm_controller.sensors.frame_gate import PUBLISHED, FrameGate
@@ -259,24 +257,7 @@ def diagnostics_message(report: CameraReport, name: str, hardware_id: str, stamp
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    failed = False
-    try:
-        node = RealSenseCameraNode()
-        rclpy.spin(node)
-    except CameraError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        failed = True
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if failed:
-        sys.exit(1)
+    run_node(RealSenseCameraNode, NODE_NAME, args, start_errors=(CameraError,))
 
 
 if __name__ == "__main__":

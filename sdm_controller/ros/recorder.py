@@ -38,11 +38,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -70,6 +68,7 @@ from sdm_controller.data.recording import (
 from sdm_controller.errors import SdmError
 from sdm_controller.ros.conversions import image_fields, joint_state_fields, report_to_diagnostics, stamp_to_ns
 from sdm_controller.ros.executors import WorkerThreadsExecutor
+from sdm_controller.ros.node_main import run_node
 from sdm_controller.ros.parameters import descriptor
 from sdm_controller.ros.throttled_log import ThrottledLog
 
@@ -434,27 +433,15 @@ def _reply(response: Trigger.Response, success: bool, message: str) -> Trigger.R
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    executor = WorkerThreadsExecutor(num_threads=4)
-    code = 0
-    try:
-        node = RecorderNode()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except SdmError as exc:  # a parameter that cannot work: say which and exit non-zero
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        code = 2
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if code:
-        raise SystemExit(code)
+    # stop_episode waits for intake to drain, so callbacks must run in parallel
+    run_node(
+        RecorderNode,
+        NODE_NAME,
+        args,
+        start_errors=(SdmError,),  # a parameter that cannot work: say which, exit 2
+        start_error_code=2,
+        make_executor=lambda: WorkerThreadsExecutor(num_threads=4),
+    )
 
 
 if __name__ == "__main__":
