@@ -355,6 +355,17 @@ def test_parameters_from_another_process(ros, params, policy_node):
     assert policy_node.proc.poll() is None
 
 
+def test_a_new_rate_applies_at_once_not_after_the_old_period(ros, params, policy_node):
+    """At 0.1 Hz the inference thread waits 10 s between cycles; setting the rate back must not
+    wait that out."""
+    _, _, recorder, _ = ros
+    assert wait_future(params.set_parameters([Parameter("inference_rate_hz", value=0.1)])).results[0].successful
+    time.sleep(1.0)  # the thread is now in its 10 s wait
+    t = time.monotonic()
+    assert wait_future(params.set_parameters([Parameter("inference_rate_hz", value=RATE_HZ)])).results[0].successful
+    wait_for(lambda: len(recorder.since(t)) >= 3, 5, "chunks at the restored rate within 5 s", policy_node.log)
+
+
 def test_disable_and_enable(ros, params, policy_node):
     _, _, recorder, _ = ros
     result = wait_future(params.set_parameters([Parameter("enabled", value=False)])).results[0]

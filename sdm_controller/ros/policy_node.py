@@ -115,6 +115,7 @@ class PolicyNode(Node):
         self._loader: threading.Thread | None = None
         self._closing = threading.Event()
         self._wake = threading.Event()  # set by the sensor callbacks and a finished load
+        self._retime = threading.Event()  # set by a settings change and by close
         self._subs_lock = threading.Lock()  # the inference thread (re)subscribes, diagnostics read
         self._image_subs: dict[str, Any] = {}
         self._joint_sub = None
@@ -245,6 +246,7 @@ class PolicyNode(Node):
                     check_settings(proposal, running)
         previous, self._settings = self._settings, proposal
         self.controller.request_settings(proposal)
+        self._retime.set()
         if new_engine:
             self._start_load(proposal, interface, previous)
 
@@ -268,20 +270,23 @@ class PolicyNode(Node):
 
     # -- inference thread -------------------------------------------------------------------
     def _run_cycles(self) -> None:
-        """Start cycles per ``trigger`` until the node closes; a failing cycle is logged, never fatal."""
+        """Start cycles per ``trigger`` until the node closes; a failing cycle is logged, never fatal.
+
+        Waits end early when the settings change (``_retime``): a new rate or trigger applies at
+        once, not after the period of the old one (10 s at 0.1 Hz)."""
         last_start = -math.inf
         while not self._closing.is_set():
             settings = self._settings
             period = 1.0 / settings.inference_rate_hz
-            if settings.trigger == "timer":
-                self._closing.wait(last_start + period - time.monotonic())
-            else:
+            if settings.trigger == "observation" and not self._observation_ready():
                 self._wake.wait(IDLE_WAKE_S)
                 self._wake.clear()  # before the check: a sample arriving after it sets it again
-                controller = self.controller
-                if not (controller.pending_interface or controller.has_new_observation()):
+                if not self._observation_ready():
                     continue
-                self._closing.wait(last_start + period - time.monotonic())  # the rate cap
+            wait = last_start + period - time.monotonic()  # the schedule (timer) or the rate cap (observation)
+            if wait > 0 and self._retime.wait(wait):
+                self._retime.clear()
+                continue  # with the new settings
             if self._closing.is_set():
                 break
             now = time.monotonic()
@@ -291,6 +296,10 @@ class PolicyNode(Node):
                 self._on_cycle()
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any one cycle
                 self._log.error("cycle exception", f"a cycle failed: {exc!r}")
+
+    def _observation_ready(self) -> bool:
+        controller = self.controller
+        return controller.pending_interface is not None or controller.has_new_observation()
 
     def _on_cycle(self) -> None:
         if not self.context.ok():  # shutting down: publishing would fail
@@ -353,6 +362,7 @@ class PolicyNode(Node):
         """Stop the cycles and the loading, release the engines (before ``destroy_node``)."""
         self._closing.set()
         self._wake.set()
+        self._retime.set()
         self._inference.join(timeout=10.0)
         loader = self._loader
         if loader is not None:
