@@ -1,6 +1,6 @@
 """policy_node over DDS: observation → chunk overhead, and chunk rate against the engine's speed.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/node_latency.py            # ~6 min on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/node_latency.py            # ~8 min on 2 cores
 
 For the one-step policy and, for contrast, a teacher at DDIM-10 (untrained test artifacts, two
 96x96 cameras, tiny UNet, the small ``convnet`` image encoder so that a run takes minutes: the
@@ -17,6 +17,10 @@ its own process and this process feeds it over real DDS:
 2. **rate** (``trigger: timer`` at 200 Hz, faster than the engine): 96x96 rgb8 frames at
    ``--rate-feed-hz`` for ``--rate-seconds``; the achieved chunk rate divided by what the engine
    allows, ``min(1 / forward time, 200 Hz, frame rate)``.
+
+3. **transport floor**: the latency phase once more through ``transport_floor_node.py``, a node
+   on the same topics and QoS that does no work: rclpy and DDS between two Python processes on
+   this machine, the part of the overhead no node can remove.
 
 Writes ``benchmarks/results/node_latency.json`` (DESIGN's results format) and a PNG (latency and
 overhead histograms). DDS discovery is pinned to this machine on a private domain.
@@ -157,76 +161,109 @@ def start_node(artifact: Path, backend: str, log: Path) -> subprocess.Popen:
          "-p", f"inference_rate_hz:={RATE_CAP_HZ}"],
         cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")),
         stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
+    )  # fmt: skip
+
+
+def start_floor(log: Path) -> subprocess.Popen:
+    """``transport_floor_node.py``: the same topics and QoS, no work (see its docstring)."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "transport_floor_node.py")],
+        cwd=REPO, env=dict(os.environ), stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def latency_phase(
+    probe: Probe, method: str, args: argparse.Namespace, log: Path, cycles: int, feed_hz: float
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """``trigger: observation``: (row, image publish → chunk received ms, that minus the engine time)."""
+    from tqdm import tqdm
+
+    probe.reset()
+    deadline = time.monotonic() + 60
+    width, height = (int(v) for v in args.image.split("x"))
+    probe.feed(width, height, "bgr8", feed_hz, lambda: probe.count() >= 20 or time.monotonic() > deadline)
+    if probe.count() < 20:
+        raise RuntimeError(f"{method}: no chunks within 60 s; node log: {log}")
+    probe.reset()
+    bar = tqdm(total=cycles, desc=f"{method} latency")
+
+    def done() -> bool:
+        count = min(probe.count(), cycles)
+        if count != bar.n:
+            bar.update(count - bar.n)
+        return count >= cycles
+
+    fed_hz = probe.feed(width, height, "bgr8", feed_hz, done)
+    bar.close()
+    time.sleep(0.5)  # the last timing records
+    with probe.lock:
+        pairs = [(probe.received[s] - s, probe.engine_ms[s]) for s in probe.received if s in probe.engine_ms]
+    total = np.array([p[0] for p in pairs]) / 1e6
+    engine = np.array([p[1] for p in pairs])
+    overhead = total - engine
+    row = {
+        "method": method, "phase": "latency", "backend": args.backend, "trigger": "observation",
+        "image": f"2 x {args.image} bgr8", "feed_hz": round(fed_hz, 1), "n": int(len(pairs)),
+        "p50_ms": float(np.percentile(total, 50)), "p99_ms": float(np.percentile(total, 99)),
+        "engine_p50_ms": float(np.percentile(engine, 50)), "engine_p99_ms": float(np.percentile(engine, 99)),
+        "overhead_p50_ms": float(np.percentile(overhead, 50)),
+        "overhead_p99_ms": float(np.percentile(overhead, 99)),
+    }  # fmt: skip
+    return row, total, overhead
+
+
+def rate_phase(probe: Probe, method: str, args: argparse.Namespace) -> dict:
+    """``trigger: timer`` at RATE_CAP_HZ: the achieved chunk rate against what the engine allows."""
+    probe.set(trigger="timer")
+    probe.reset()
+    end = time.monotonic() + 3.0  # settle into the timer mode
+    probe.feed(96, 96, "rgb8", args.rate_feed_hz, lambda: time.monotonic() > end)
+    probe.reset()
+    start = time.monotonic()
+    end = start + args.rate_seconds
+    fed_hz = probe.feed(96, 96, "rgb8", args.rate_feed_hz, lambda: time.monotonic() > end)
+    elapsed = time.monotonic() - start
+    with probe.lock:
+        chunks = len(probe.received)
+        forward = float(np.median(list(probe.engine_ms.values())))
+    chunk_rate = chunks / elapsed
+    limit = min(1000.0 / forward, RATE_CAP_HZ, fed_hz)
+    return {
+        "method": method, "phase": "rate", "backend": args.backend, "trigger": "timer",
+        "inference_rate_hz": RATE_CAP_HZ, "image": "2 x 96x96 rgb8", "feed_hz": round(fed_hz, 1),
+        "n": chunks, "chunk_rate_hz": chunk_rate, "forward_ms_p50": forward, "engine_limit_hz": 1000.0 / forward,
+        "binding_limit_hz": limit, "rate_ratio": chunk_rate / limit,
+    }  # fmt: skip
 
 
 def measure(
     probe: Probe, method: str, artifact: Path, args: argparse.Namespace, log: Path, cycles: int, feed_hz: float
 ) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Both phases for one artifact: (latency row, rate row), latencies and overheads in ms."""
-    from tqdm import tqdm
-
     proc = start_node(artifact, args.backend, log)
     try:
-        probe.reset()
-        deadline = time.monotonic() + 60
-        width, height = (int(v) for v in args.image.split("x"))
-        probe.feed(width, height, "bgr8", feed_hz, lambda: probe.count() >= 20 or time.monotonic() > deadline)
-        if probe.count() < 20:
-            raise RuntimeError(f"{method}: no chunks within 60 s; node log: {log}")
-        probe.reset()
-        bar = tqdm(total=cycles, desc=f"{method} latency")
-
-        def done() -> bool:
-            count = min(probe.count(), cycles)
-            if count != bar.n:
-                bar.update(count - bar.n)
-            return count >= cycles
-
-        fed_hz = probe.feed(width, height, "bgr8", feed_hz, done)
-        bar.close()
-        time.sleep(0.5)  # the last timing records
-        with probe.lock:
-            pairs = [(probe.received[s] - s, probe.engine_ms[s]) for s in probe.received if s in probe.engine_ms]
-        total = np.array([p[0] for p in pairs]) / 1e6
-        engine = np.array([p[1] for p in pairs])
-        overhead = total - engine
-        latency_row = {
-            "method": method, "phase": "latency", "backend": args.backend, "trigger": "observation",
-            "image": f"2 x {args.image} bgr8", "feed_hz": round(fed_hz, 1), "n": int(len(pairs)),
-            "p50_ms": float(np.percentile(total, 50)), "p99_ms": float(np.percentile(total, 99)),
-            "engine_p50_ms": float(np.percentile(engine, 50)), "engine_p99_ms": float(np.percentile(engine, 99)),
-            "overhead_p50_ms": float(np.percentile(overhead, 50)),
-            "overhead_p99_ms": float(np.percentile(overhead, 99)),
-        }
-
-        probe.set(trigger="timer")
-        probe.reset()
-        end = time.monotonic() + 3.0  # settle into the timer mode
-        probe.feed(96, 96, "rgb8", args.rate_feed_hz, lambda: time.monotonic() > end)
-        probe.reset()
-        start = time.monotonic()
-        end = start + args.rate_seconds
-        fed_hz = probe.feed(96, 96, "rgb8", args.rate_feed_hz, lambda: time.monotonic() > end)
-        elapsed = time.monotonic() - start
-        with probe.lock:
-            chunks = len(probe.received)
-            forward = float(np.median(list(probe.engine_ms.values())))
-        chunk_rate = chunks / elapsed
-        limit = min(1000.0 / forward, RATE_CAP_HZ, fed_hz)
-        rate_row = {
-            "method": method, "phase": "rate", "backend": args.backend, "trigger": "timer",
-            "inference_rate_hz": RATE_CAP_HZ, "image": "2 x 96x96 rgb8", "feed_hz": round(fed_hz, 1),
-            "n": chunks, "chunk_rate_hz": chunk_rate, "forward_ms_p50": forward, "engine_limit_hz": 1000.0 / forward,
-            "binding_limit_hz": limit, "rate_ratio": chunk_rate / limit,
-        }
-        return [latency_row, rate_row], total, overhead
+        latency_row, total, overhead = latency_phase(probe, method, args, log, cycles, feed_hz)
+        return [latency_row, rate_phase(probe, method, args)], total, overhead
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def measure_floor(probe: Probe, args: argparse.Namespace, log: Path) -> tuple[dict, np.ndarray]:
+    """The latency phase through the no-work node: (row, latencies ms)."""
+    proc = start_floor(log)
+    try:
+        row, total, _ = latency_phase(probe, "transport floor", args, log, args.cycles, args.feed_hz)
+        return row, total
+    finally:
+        stop(proc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
+        floor_row, floor = measure_floor(probe, args, workdir / "floor.log")
         plan = (("one-step", True, args.cycles, args.feed_hz),
                 ("teacher-ddim10", False, args.teacher_cycles, args.teacher_feed_hz))
         for method, one_step, cycles, feed_hz in plan:
@@ -257,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         "artifact": f"untrained test artifacts: 2 cameras 96x96, {args.encoder} encoder, tiny UNet "
                     "(sdm_controller.control.test_artifacts)",
         "rows": rows,
+        "transport_floor": floor_row,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    plot(series, args.out.with_suffix(".png"))
+    plot(series, floor, args.out.with_suffix(".png"))
     print(f"{'method':>15} {'n':>5} {'total p50/p99 ms':>17} {'engine p50':>10} {'overhead p50/p99 ms':>20} "
           f"{'chunk Hz':>8} {'limit Hz':>8} {'ratio':>6}")
     for latency, rate in zip(rows[::2], rows[1::2], strict=True):
@@ -268,10 +307,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{latency['engine_p50_ms']:>10.2f} "
               f"{latency['overhead_p50_ms']:>10.2f}/{latency['overhead_p99_ms']:<9.2f} "
               f"{rate['chunk_rate_hz']:>8.1f} {rate['binding_limit_hz']:>8.1f} {rate['rate_ratio']:>6.2f}")
+    print(f"{floor_row['method']:>15} {floor_row['n']:>5} {floor_row['p50_ms']:>8.2f}/{floor_row['p99_ms']:<8.2f} "
+          f"{'0':>10} {floor_row['overhead_p50_ms']:>10.2f}/{floor_row['overhead_p99_ms']:<9.2f}   (a node that "
+          "does no work: rclpy + DDS between two Python processes)")
     return 0
 
 
-def plot(series: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+def plot(series: dict[str, tuple[np.ndarray, np.ndarray]], floor: np.ndarray, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,6 +323,7 @@ def plot(series: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     for method, (total, overhead) in series.items():
         axes[0].hist(total, bins=60, alpha=0.6, label=method)
         axes[1].hist(overhead, bins=60, alpha=0.6, label=method)
+    axes[1].hist(floor, bins=60, alpha=0.6, label="transport floor (no-work node)")
     axes[0].set_xlabel("image publish → chunk received (ms)")
     axes[1].set_xlabel("overhead = that − engine time of the chunk (ms)")
     for ax in axes:
