@@ -278,10 +278,10 @@ class PolicyNode(Node):
         while not self._closing.is_set():
             settings = self._settings
             period = 1.0 / settings.inference_rate_hz
-            if settings.trigger == "observation" and not self._observation_ready():
-                self._wake.wait(IDLE_WAKE_S)
+            if settings.trigger == "observation":
                 self._wake.clear()  # before the check: a sample arriving after it sets it again
                 if not self._observation_ready():
+                    self._wake.wait(IDLE_WAKE_S)
                     continue
             wait = last_start + period - time.monotonic()  # the schedule (timer) or the rate cap (observation)
             if wait > 0 and self._retime.wait(wait):
