@@ -46,6 +46,7 @@ setup(
             "realsense_camera = sdm_controller.ros.realsense_camera:main",
             "mujoco_bridge = sdm_controller.ros.mujoco_bridge:main",
             "recorder = sdm_controller.ros.recorder:main",
+            "franka_expert = sdm_controller.ros.franka_expert:main",
         ],
     },
 )

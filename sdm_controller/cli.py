@@ -24,16 +24,39 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
     mw.add_argument("--num-demos", type=int, default=10)
     mw.add_argument("--seed", type=int, default=0, help="env seed for the demo episodes")
     mw.add_argument("--image-size", type=int, default=None, help="also record the corner camera at this size")
+    fs = src.add_parser("franka-sim", help="the reach expert in the MuJoCo bridge, recorded through the ROS stack")
+    fs.add_argument("--out", required=True, help="output .zarr folder (must not exist)")
+    fs.add_argument("--num-demos", type=int, default=20, help="successful episodes to save")
+    fs.add_argument("--seed", type=int, default=0, help="seed of the cube placements (the bridge's task_seed)")
+    fs.add_argument("--timeout-s", type=float, default=20.0, help="an episode without success by then is discarded")
+    fs.add_argument("--log", default=None, help="the nodes' output (default: next to --out, .log)")
+    fs.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the nodes")
     p.set_defaults(func=_run_collect)
 
 
 def _run_collect(args: argparse.Namespace) -> int:
     from sdm_controller.data.metaworld_demos import collect_metaworld
 
+    if args.source == "franka-sim":
+        return _run_collect_franka_sim(args)
     episodes, content_hash = collect_metaworld(
         args.task, args.out, num_demos=args.num_demos, seed=args.seed, image_size=args.image_size
     )
     print(f"wrote {episodes.num_episodes} episodes ({len(episodes.action)} frames) to {args.out} [{content_hash[:19]}]")
+    return 0
+
+
+def _run_collect_franka_sim(args: argparse.Namespace) -> int:
+    from sdm_controller.data.episodes import load_episodes
+    from sdm_controller.data.franka_sim_demos import collect_franka_sim
+
+    results = collect_franka_sim(args.out, num_demos=args.num_demos, seed=args.seed, timeout_s=args.timeout_s,
+                                 log_path=args.log, threads=args.threads)
+    episodes = load_episodes(args.out)
+    saved = [r for r in results if r.success]
+    print(f"wrote {episodes.num_episodes} episodes ({len(episodes.action)} frames) to {args.out}; "
+          f"{len(saved)} of {len(results)} expert episodes succeeded, "
+          f"{sum(r.duration_s for r in saved) / max(len(saved), 1):.1f} s each on average")
     return 0
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from sdm_controller.sim.franka_expert import ExpertConfig, ReachExpert
 from sdm_controller.sim.franka_ik import IKError, TcpKinematics
-from sdm_controller.sim.franka_scene import CUBE_HALF_SIZE, HOME_Q, make_simulator
+from sdm_controller.sim.franka_scene import CUBE_HALF_SIZE, HOME_Q, work_cell_model
 from sdm_controller.sim.franka_task import ReachTask, TaskConfig
 
 PERIOD_S = 0.1
@@ -16,9 +16,8 @@ PERIOD_S = 0.1
 
 @pytest.fixture(scope="module")
 def scene():
-    sim, _ = make_simulator()
-    sim.start()
-    return sim.model, TcpKinematics(sim.model)
+    model = work_cell_model()
+    return model, TcpKinematics(model)
 
 
 def test_ik_round_trip_and_unreachable_target(scene):

@@ -22,6 +22,7 @@ rclpy = pytest.importorskip("rclpy")
 franky = pytest.importorskip("franky")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PointStamped  # noqa: E402
 from node_process import REPO, NodeProcess, stamp_ns, wait_for  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -34,7 +35,7 @@ from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from sdm_controller.sim.franka_ik import TcpKinematics  # noqa: E402
-from sdm_controller.sim.franka_scene import HOME_Q, make_simulator  # noqa: E402
+from sdm_controller.sim.franka_scene import HOME_Q, work_cell_model  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -68,6 +69,7 @@ class Recorder:
         self.images: list[tuple[int, Image]] = []
         self.infos: list[CameraInfo] = []
         self.success: list[bool] = []
+        self.goals: list[np.ndarray] = []
         self.diagnostics: dict[str, tuple[float, object]] = {}
         self.clock = node.get_clock()
         node.create_subscription(Image, "front/image_raw", self._on_image, 20)
@@ -76,11 +78,15 @@ class Recorder:
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         node.create_subscription(Bool, "task/success", lambda m: self._add(self.success, m.data), latched)
+        node.create_subscription(PointStamped, "task/goal", self._on_goal, latched)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _add(self, items: list, value) -> None:
         with self.lock:
             items.append(value)
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        self._add(self.goals, np.array([msg.point.x, msg.point.y, msg.point.z]))
 
     def _on_image(self, msg: Image) -> None:
         self._add(self.images, (self.clock.now().nanoseconds, msg))
@@ -93,6 +99,10 @@ class Recorder:
     def images_since(self, t_ns: int) -> list[tuple[int, Image]]:
         with self.lock:
             return [(received, msg) for received, msg in self.images if received >= t_ns]
+
+    def latest_goal(self) -> np.ndarray | None:
+        with self.lock:
+            return self.goals[-1] if self.goals else None
 
     def latest_success(self) -> bool | None:
         with self.lock:
@@ -108,9 +118,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def kinematics() -> TcpKinematics:
     """TCP kinematics on a private copy of the scene's model."""
-    sim, _ = make_simulator()
-    sim.start()
-    return TcpKinematics(sim.model)
+    return TcpKinematics(work_cell_model())
 
 
 # -- fixtures ---------------------------------------------------------------------------------------
@@ -253,6 +261,10 @@ def test_franky_touches_the_cube_and_success_flips(ros, bridge, kinematics):
     with pytest.raises(franky.ControlException, match="preempted"):
         robot.join_motion()
     assert np.linalg.norm(moved[:2] - cube[:2]) > 1e-3
+    # task/goal (for scripted experts) follows the cube: the centre of its top face
+    top = moved + (0.0, 0.0, 0.025)
+    wait_for(lambda: (goal := recorder.latest_goal()) is not None and np.allclose(goal, top, atol=1e-3), 5,
+             "task/goal at the moved cube's top", bridge.log)
     time.sleep(0.3)
     np.testing.assert_allclose(robot.current_joint_positions, HOME_Q, atol=5e-3)
     robot.move(franky.JointWaypointMotion([franky.JointWaypoint(above.tolist())]))  # the next motion works

@@ -4,6 +4,15 @@ For the epsilon-prediction teachers: CD, OneDP-S, OneDP-D, SDM (clean) and SDM (
 x0 teachers: SDM (clean). The teachers' own samplers are re-timed here (batch 1, same run); their
 success is reused from the teacher benchmark's rows, which used the same envs and episodes.
 Resumable like the teacher benchmark: one row file per (task, prediction, seed, method).
+
+The teachers are the teacher benchmark's, from its work folder. Where that folder is gone (a
+fresh machine), a unit's teacher is trained and evaluated there again by the teacher benchmark's
+own run before its students: its rows then describe the teacher the students came from. Teacher
+training is seeded but not bit-identical across machines, so a lost teacher is never taken for
+the recorded one.
+
+Runs go depth first, one (task, prediction, seed) unit at a time, and only whole units are
+resumed from a committed table: a unit's students and teacher rows always share one teacher.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from sdm_controller.bench import teacher_benchmark as tb
@@ -67,16 +76,24 @@ def run_one(task: str, prediction: str, seed: int, method: str, work: str, episo
     return path.name
 
 
-def retime_teacher(task: str, prediction: str, seed: int, work: str) -> str:
-    """Teacher rows with success from the teacher benchmark and time per chunk measured now."""
+def retime_teacher(task: str, prediction: str, seed: int, work: str, episodes: int) -> str:
+    """Teacher rows: success from the teacher benchmark's run of this teacher, time per chunk measured now.
+
+    A teacher missing from the work folder, or one without its run, gets the teacher benchmark's
+    run here (train, then evaluate every sampler), so its students and its rows share one teacher.
+    """
     import torch
 
     torch.set_num_threads(1)
     from sdm_controller.runtime.artifact import load_teacher
 
     work_dir = Path(work)
+    artifact = tb.teacher_dir(work_dir, task, prediction, seed)
+    if not (artifact / "policy.json").exists() or not tb.run_file(work_dir, task, prediction, seed).exists():
+        tb.run_one(task, prediction, seed, work, episodes, tb.DEFAULTS["steps"], tb.DEFAULTS["batch_size"],
+                   tb.DEFAULTS["unet"])
     teacher_rows = json.loads(tb.run_file(work_dir, task, prediction, seed).read_text())
-    policy, _ = load_teacher(tb.teacher_dir(work_dir, task, prediction, seed))
+    policy, _ = load_teacher(artifact)
     probe = tb.probe_observation(work_dir / "data" / f"{task}.zarr", policy.config.n_obs_steps)
     rows = []
     for row in teacher_rows:
@@ -96,6 +113,37 @@ def collect_rows(work: Path) -> list[dict]:
     return rows
 
 
+def resume_from_results(out: Path, work: Path, settings: dict) -> int:
+    """Row files for the whole units a committed result of the same settings already holds.
+
+    The work folder lives on one machine; the committed JSON travels with the repository, so a
+    benchmark stopped on one machine goes on from its last written table on another. A unit with
+    some methods missing is run again from its teacher: the teacher it had may be gone.
+    """
+    if not out.exists():
+        return 0
+    previous = json.loads(out.read_text())
+    same = ("episodes", "distill_steps", "batch_size", "methods")
+    if any(previous["settings"].get(k) != settings[k] for k in same):
+        return 0
+    units: dict[tuple[str, str, int], dict[str, list[dict]]] = {}
+    for row in previous["rows"]:
+        method = "teacher" if row["method"].startswith("teacher-") else row["method"]
+        units.setdefault((row["task"], row["prediction"], row["seed"]), {}).setdefault(method, []).append(row)
+    resumed = 0
+    for unit, by_method in units.items():
+        expected = {"teacher": len(tb.SAMPLERS), **{m: 1 for m in METHODS[unit[1]]}}
+        if {m: len(rows) for m, rows in by_method.items()} != expected:
+            continue
+        for method, rows in by_method.items():
+            path = row_file(work, *unit, method)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(rows, indent=1))
+        resumed += 1
+    return resumed
+
+
 def main(args: argparse.Namespace) -> int:
     tasks = args.tasks or tb.TASKS
     seeds = args.seeds if args.seeds is not None else tb.SEEDS
@@ -105,32 +153,63 @@ def main(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or DEFAULTS["batch_size"]
     jobs = args.jobs or DEFAULTS["jobs"]
     work = Path(args.work) if args.work else tb.default_work_dir()
-    # A teacher is ready once its teacher-benchmark row exists; the others' runs wait for a later
-    # call, so this benchmark can run beside the teacher benchmark and pick up where it left off.
     units = [(t, p, s) for t in tasks for p in predictions for s in seeds]
-    ready = [u for u in units if tb.run_file(work, *u).exists()]
-    if len(ready) < len(units):
-        print(f"{len(units) - len(ready)} of {len(units)} teachers are not benchmarked yet (first: "
-              f"{next(u for u in units if u not in ready)}); their runs wait for a later call after "
-              "`python -m sdm_controller bench teacher` (both are resumable)", file=sys.stderr)
-    jobs_list = [("teacher", t, p, s) for t, p, s in ready if not row_file(work, t, p, s, "teacher").exists()]
-    jobs_list += [(m, t, p, s) for t, p, s in ready for m in METHODS[p] if not row_file(work, t, p, s, m).exists()]
-    print(f"distillation benchmark: {len(jobs_list)} runs to do in {work}")
     settings = {"tasks": tasks, "seeds": seeds, "predictions": predictions, "episodes": episodes,
                 "distill_steps": steps, "batch_size": batch_size, "methods": METHODS, "work": str(work)}
-    command = "python -m sdm_controller " + " ".join(sys.argv[1:])
     out = Path(args.out)
+    resumed = resume_from_results(out, work, settings)
+    if resumed:
+        print(f"resumed {resumed} finished units from {out}")
+
+    def pending(unit: tuple[str, str, int]) -> list[str]:
+        """The unit's runs not done yet; the teacher's first when it or its artifact is missing."""
+        todo = [m for m in METHODS[unit[1]] if not row_file(work, *unit, m).exists()]
+        teacher_here = (tb.teacher_dir(work, *unit) / "policy.json").exists()
+        if not row_file(work, *unit, "teacher").exists() or (todo and not teacher_here):
+            todo.insert(0, "teacher")
+        return todo
+
+    runs = {u: pending(u) for u in units}
+    total = sum(len(v) for v in runs.values())
+    print(f"distillation benchmark: {total} runs to do in {work}")
+    command = "python -m sdm_controller " + " ".join(sys.argv[1:])
+    for task in sorted({t for (t, _, _), todo in runs.items() if todo}):
+        tb.ensure_dataset(work, task)  # before the workers, which must not build one twice
+
+    def submit(pool: ProcessPoolExecutor, unit: tuple[str, str, int], method: str) -> Future:
+        if method == "teacher":  # also trains and evaluates a missing teacher, so it runs before the unit's methods
+            return pool.submit(retime_teacher, *unit, str(work), episodes)
+        return pool.submit(run_one, *unit, method, str(work), episodes, steps, batch_size)
+
+    # Depth first: a unit's distillation runs go ahead of the next teacher, so a stopped run leaves
+    # whole units behind rather than 48 teachers and no students.
+    queue = [u for u in units if runs[u]]
     from tqdm import tqdm
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = []
-        for method, t, p, s in jobs_list:
-            if method == "teacher":
-                futures.append(pool.submit(retime_teacher, t, p, s, str(work)))
-            else:
-                futures.append(pool.submit(run_one, t, p, s, method, str(work), episodes, steps, batch_size))
-        for future in tqdm(as_completed(futures), total=len(futures), desc="distill runs"):
-            future.result()
+    ready: list[tuple[tuple[str, str, int], str]] = []
+
+    def next_run() -> tuple[tuple[str, str, int], str]:
+        if ready:
+            return ready.pop(0)
+        unit = queue.pop(0)
+        first, *rest = runs[unit]
+        if first != "teacher":
+            ready.extend((unit, m) for m in rest)
+        return unit, first  # a teacher's methods are queued once it is done
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool, tqdm(total=total, desc="distill runs") as bar:
+        in_flight: dict[Future, tuple[tuple[str, str, int], str]] = {}
+        while queue or ready or in_flight:
+            while len(in_flight) < jobs and (ready or queue):
+                unit, method = next_run()
+                in_flight[submit(pool, unit, method)] = (unit, method)
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                unit, method = in_flight.pop(future)
+                future.result()
+                if method == "teacher":
+                    ready.extend((unit, m) for m in runs[unit][1:])
+                bar.update(1)
             tb.write_results(collect_rows(work), out, command, settings,
                              title="One-step distillation vs teacher samplers on MetaWorld v3")
     rows = collect_rows(work)
@@ -139,4 +218,3 @@ def main(args: argparse.Namespace) -> int:
         print(f"{item['prediction']:<8}{item['method']:<18} success {item['success']:.3f} over {item['runs']:>2} "
               f"runs, {item['ms_per_chunk']:.1f} ms/chunk (batch 1)")
     return 0
-

@@ -93,6 +93,22 @@ def ensure_dataset(work: Path, task: str) -> Path:
     return dataset
 
 
+def build_teacher(work: Path, task: str, prediction: str, seed: int, steps: int, batch_size: int, unet: str) -> Path:
+    """Train one benchmark teacher unless it exists; the one recipe both benchmarks rely on.
+
+    Training is seeded and runs on one thread, so the same machine type rebuilds the same teacher:
+    the distillation benchmark uses that on a machine whose work folder is gone.
+    """
+    from sdm_controller.training.teacher import TrainConfig, train_teacher
+
+    artifact = teacher_dir(work, task, prediction, seed)
+    if not (artifact / "policy.json").exists():
+        policy = {"prediction_type": prediction, "unet_preset": unet}
+        config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, policy=policy)
+        train_teacher(ensure_dataset(work, task), artifact, config, progress=False)
+    return artifact
+
+
 def run_one(
     task: str, prediction: str, seed: int, work: str, episodes: int, steps: int, batch_size: int, unet: str
 ) -> str:
@@ -102,15 +118,10 @@ def run_one(
     torch.set_num_threads(1)
     from sdm_controller.bench.metaworld_eval import teacher_act
     from sdm_controller.runtime.artifact import load_teacher
-    from sdm_controller.training.teacher import TrainConfig, train_teacher
 
     work_dir = Path(work)
     dataset = work_dir / "data" / f"{task}.zarr"
-    artifact = teacher_dir(work_dir, task, prediction, seed)
-    if not (artifact / "policy.json").exists():
-        policy = {"prediction_type": prediction, "unet_preset": unet}
-        config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, policy=policy)
-        train_teacher(dataset, artifact, config, progress=False)
+    artifact = build_teacher(work_dir, task, prediction, seed, steps, batch_size, unet)
     policy, meta = load_teacher(artifact)
     suite = suite_for(task, episodes)
     probe = probe_observation(dataset, policy.config.n_obs_steps)

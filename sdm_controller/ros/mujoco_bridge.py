@@ -17,8 +17,12 @@ Topics (relative, remappable):
 * ``task/success`` (``std_msgs/Bool``, reliable, transient local, depth 1): the TCP within
   ``task_tolerance_m`` of the cube's top for ``task_hold_s``; published on every change and at
   10 Hz;
+* ``task/goal`` (``geometry_msgs/PointStamped``, reliable, transient local, depth 1): the centre
+  of the cube's top face in the robot base frame, published at start and after every reset. It
+  is privileged information for scripted experts (``franka_expert``) and evaluation; the policy
+  node never reads it, a policy has to find the cube in the image;
 * ``/diagnostics`` (1 Hz): real-time factor, render time p50/p99, camera rate, client and task
-  state (including the cube's position, which is published nowhere else).
+  state.
 
 Service ``~/reset_task`` (``std_srvs/Trigger``): a new episode: a running motion of the client is
 stopped (its move fails as "preempted"), the arm is put home, the cube is placed at random; the
@@ -39,6 +43,7 @@ if not os.environ.get("DISPLAY"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from geometry_msgs.msg import Point, PointStamped  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -56,6 +61,7 @@ from sdm_controller.sim.franka_sim import FrankaSim, SimConfig  # noqa: E402
 from sdm_controller.sim.franka_task import TaskConfig  # noqa: E402
 
 NODE_NAME = "mujoco_bridge"
+BASE_FRAME = "fr3_link0"  # the robot's base frame, the world frame of the scene
 IMAGE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 LATCHED_QOS = QoSProfile(
     depth=1,
@@ -153,6 +159,7 @@ class MujocoBridge(Node):
         self._image_pub = self.create_publisher(Image, f"{self.camera_name}/image_raw", IMAGE_QOS)
         self._info_pub = self.create_publisher(CameraInfo, f"{self.camera_name}/camera_info", IMAGE_QOS)
         self._success_pub = self.create_publisher(Bool, "task/success", LATCHED_QOS)
+        self._goal_pub = self.create_publisher(PointStamped, "task/goal", LATCHED_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.sim = FrankaSim(sim_config(values), clock_ns=self._now_ns)
         self.camera: CameraLoop | None = None
@@ -184,6 +191,7 @@ class MujocoBridge(Node):
         self._success_last_ns = 0
         self._success_timer = self.create_timer(SUCCESS_POLL_S, self._publish_success)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self._publish_goal()
         self.get_logger().info(f"franky-sim serving on {self.sim.hostname}")
         self.get_logger().info(
             f"camera '{self.camera_name}' {width}x{height} at {self.camera_rate_hz:g} Hz on "
@@ -226,6 +234,13 @@ class MujocoBridge(Node):
             self._success_pub.publish(Bool(data=current))
             self._success_published, self._success_last_ns = current, now
 
+    def _publish_goal(self) -> None:
+        x, y, z = self.sim.task_state.goal_position
+        msg = PointStamped(point=Point(x=x, y=y, z=z))
+        msg.header.stamp = ns_to_stamp(self._now_ns())
+        msg.header.frame_id = BASE_FRAME
+        self._goal_pub.publish(msg)
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
             result = self.sim.reset_task()
@@ -234,6 +249,7 @@ class MujocoBridge(Node):
             response.message = f"reset failed: {exc}"
             self.get_logger().error(response.message)
             return response
+        self._publish_goal()
         x, y, z = result.object_position
         response.success = True
         response.message = f"episode {result.episode}: object at x={x:.4f} y={y:.4f} z={z:.4f}" + (

@@ -204,6 +204,13 @@ def make_simulator(home_q: Sequence[float] = HOME_Q, hand_width: float = HOME_HA
     return sim, robot
 
 
+def work_cell_model() -> mujoco.MjModel:
+    """The compiled work-cell model alone (no server, no stepping): for kinematics beside a simulator."""
+    sim, _ = make_simulator()
+    sim.start()
+    return sim.model
+
+
 def render_options() -> mujoco.MjvOption:
     """Visual options for camera images: collision meshes (group 3) instead of visual meshes (group 2)."""
     option = mujoco.MjvOption()

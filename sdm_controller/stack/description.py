@@ -126,6 +126,39 @@ class Stack:
         return nodes
 
 
+SIM_ARGUMENTS = (
+    Argument("sim_hostname", "127.0.0.2", "loopback address the simulated robot serves on (use_sim only)"),
+    Argument("sim_camera", "front", "camera of the simulated scene that the bridge renders (use_sim only)"),
+)
+CAMERA_NAMESPACE = Argument(
+    "camera_namespace",
+    "camera",
+    "namespace of the camera node; its frames are on <camera_namespace>/color/image_raw",
+)
+SIM_BRIDGE = NodeSpec(
+    name="mujoco_bridge",
+    executable="mujoco_bridge",
+    params_file="mujoco_bridge.yaml",
+    mode=SIM,
+    parameters={"hostname": Arg("sim_hostname"), "camera_name": Arg("sim_camera")},
+    remappings=(
+        ((Arg("sim_camera"), "/image_raw"), (Arg("camera_namespace"), "/color/image_raw")),
+        ((Arg("sim_camera"), "/camera_info"), (Arg("camera_namespace"), "/color/camera_info")),
+    ),
+    description="franky-sim robot server with a rendered camera and the task objects",
+)
+SIM_DRIVER = NodeSpec(
+    name="franka_driver",
+    executable="franka_driver",
+    params_file="franka_driver.yaml",
+    mode=SIM,
+    parameters={"robot_ip": Arg("sim_hostname")},
+    # the driver connects once at start and exits if nothing serves: wait for the simulator
+    after=Ready("mujoco_bridge", "franky-sim serving on"),
+    description="executes action chunks on the simulated robot (connects as to a real one)",
+)
+
+
 FRANKA = Stack(
     name="franka",
     description="FR3 arm driven by a policy artifact: franka_driver + camera + policy_node, "
@@ -140,37 +173,12 @@ FRANKA = Stack(
         Argument("robot_ip", "", "address of the robot's control unit (FCI); required unless use_sim is true"),
         Argument("artifact", "", "policy artifact folder (empty: the policy node waits for one to be set)"),
         Argument("camera", "front", "camera name in the artifact; the policy node reads <camera>/image_raw"),
-        Argument(
-            "camera_namespace",
-            "camera",
-            "namespace of the camera node; its frames are on <camera_namespace>/color/image_raw",
-        ),
-        Argument("sim_hostname", "127.0.0.2", "loopback address the simulated robot serves on (use_sim only)"),
-        Argument("sim_camera", "front", "camera of the simulated scene that the bridge renders (use_sim only)"),
+        CAMERA_NAMESPACE,
+        *SIM_ARGUMENTS,
     ),
     nodes=(
-        NodeSpec(
-            name="mujoco_bridge",
-            executable="mujoco_bridge",
-            params_file="mujoco_bridge.yaml",
-            mode=SIM,
-            parameters={"hostname": Arg("sim_hostname"), "camera_name": Arg("sim_camera")},
-            remappings=(
-                ((Arg("sim_camera"), "/image_raw"), (Arg("camera_namespace"), "/color/image_raw")),
-                ((Arg("sim_camera"), "/camera_info"), (Arg("camera_namespace"), "/color/camera_info")),
-            ),
-            description="franky-sim robot server with a rendered camera and the task objects",
-        ),
-        NodeSpec(
-            name="franka_driver",
-            executable="franka_driver",
-            params_file="franka_driver.yaml",
-            mode=SIM,
-            parameters={"robot_ip": Arg("sim_hostname")},
-            # the driver connects once at start and exits if nothing serves: wait for the simulator
-            after=Ready("mujoco_bridge", "franky-sim serving on"),
-            description="executes action chunks on the simulated robot (connects as to a real one)",
-        ),
+        SIM_BRIDGE,
+        SIM_DRIVER,
         NodeSpec(
             name="franka_driver",
             executable="franka_driver",
@@ -198,7 +206,53 @@ FRANKA = Stack(
     ),
 )
 
-STACKS: dict[str, Stack] = {FRANKA.name: FRANKA}
+FRANKA_DEMOS = Stack(
+    name="franka_demos",
+    description="scripted demonstrations in simulation: franka_driver + mujoco_bridge + franka_expert (in the "
+    "policy node's place) + recorder; what `collect franka-sim` runs",
+    arguments=(
+        Argument(USE_SIM, "true", "demonstrations come from the simulated work cell only", choices=("true",)),
+        Argument("output", "", "dataset folder the recorder appends the saved episodes to"),
+        Argument(
+            "camera",
+            "front",
+            "camera name in the dataset (`cameras` of the recorder's parameter file); read from <camera>/image_raw",
+        ),
+        CAMERA_NAMESPACE,
+        *SIM_ARGUMENTS,
+    ),
+    nodes=(
+        SIM_BRIDGE,
+        SIM_DRIVER,
+        NodeSpec(
+            name="franka_expert",
+            executable="franka_expert",
+            params_file="franka_expert.yaml",
+            mode=SIM,
+            description="scripted reach expert: action chunks from joint states and the task's goal",
+        ),
+        NodeSpec(
+            name="recorder",
+            executable="recorder",
+            params_file="recorder.yaml",
+            mode=SIM,
+            # the action is the expert's chunk, as the policy node's will be: its point due one period later
+            parameters={
+                "output": Arg("output"),
+                "action_source": "topic",
+                "command_topic": "action_chunk",
+                "command_type": "joint_trajectory",
+                "task": "franka-reach-cube",
+                "source": "ros:franka_expert",
+            },
+            remappings=(((Arg("camera"), "/image_raw"), (Arg("camera_namespace"), "/color/image_raw")),),
+            description="camera frames, joint states and the expert's chunks into the dataset",
+        ),
+    ),
+)
+
+
+STACKS: dict[str, Stack] = {stack.name: stack for stack in (FRANKA, FRANKA_DEMOS)}
 
 
 # -- evaluation (what a launch context does with substitutions) -----------------------------------

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -253,15 +253,16 @@ class Supervisor:
         return previous
 
     # -- lifecycle --------------------------------------------------------------------------
-    def run(self, duration: float | None = None) -> int:
+    def run(self, duration: float | None = None, until: Callable[[], bool] | None = None) -> int:
+        """Supervise until a signal, ``duration`` seconds, ``until()`` true (a requested stop: 0) or a child's end."""
         previous = self._install_handlers()
         try:
-            return self._run(duration)
+            return self._run(duration, until)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _run(self, duration: float | None) -> int:
+    def _run(self, duration: float | None, until: Callable[[], bool] | None) -> int:
         pending = [spec for spec in self.specs if spec.after is not None]
         if not self._start([spec for spec in self.specs if spec.after is None]):
             self.stop()
@@ -275,6 +276,9 @@ class Supervisor:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 self.say(f"ran for {duration:g} s; stopping the stack")
+                break
+            if until is not None and until():
+                self.say("the job using the stack is done; stopping the stack")
                 break
             ended = next((c for c in self.children if not c.running()), None)
             if ended is not None:

@@ -1,0 +1,190 @@
+"""Task episodes on a running simulated stack, driven from outside: reset, record, wait, score.
+
+:class:`EpisodeClient` is what ``collect franka-sim`` (and an evaluation) runs beside the nodes of
+the sim stack, talking to them only through their topics and services, as an operator would:
+
+1. ``mujoco_bridge/reset_task``: arm home, cube somewhere new. The reset stops the driver's
+   running motion, which franky reports as a robot fault;
+2. ``franka_driver/recover`` right after the reset, and again whenever the driver's
+   ``/diagnostics`` report a robot fault stamped after the last recovery: the driver then waits
+   for a chunk stamped after the recovery, so nothing planned before the reset moves the arm;
+3. with recording, ``recorder/start_episode`` once the arm is home and the driver is ready;
+4. the episode ends at ``task/success`` (the bridge's latched flag, true once the TCP held on the
+   cube for its hold time) or after ``timeout_s``; with recording, a successful episode is saved
+   (``recorder/stop_episode``), a failed one discarded, so a dataset holds successes only.
+
+Per episode it also counts the chunks seen on ``action_chunk`` (the chunk rate of whatever
+drives the arm: the expert or the policy node).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from sdm_controller.errors import SdmError
+from sdm_controller.ros.conversions import stamp_to_ns
+from sdm_controller.ros.mujoco_bridge import LATCHED_QOS
+from sdm_controller.ros.policy_node import COMMAND_QOS
+
+DRIVER_STATUS = "franka_driver: driver"
+FAULT_KEY = "robot fault"
+SERVICE_TIMEOUT_S = 30.0
+RESET_FAULT_S = 0.3  # the reset's fault reaches the driver within a few control periods
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    index: int
+    success: bool
+    duration_s: float  # recovery after the reset → success, or the timeout
+    chunks: int  # action chunks published during the episode
+    recoveries: int
+    message: str  # the bridge's reset reply (where the cube is), or the recorder's stop reply
+
+
+class EpisodeClient:
+    """A node of its own (its own executor thread) that runs episodes on the sim stack."""
+
+    def __init__(self, context: Context | None = None, namespace: str = "") -> None:
+        self.node = Node("episode_client", namespace=namespace, context=context)
+        self._lock = threading.Lock()
+        self._success: tuple[float, bool] | None = None  # (receive time, value)
+        self._fault_ns: int | None = None  # stamp of the newest driver report, if it reports a fault
+        self._chunks = 0
+        self.stopped = threading.Event()  # set from outside (the stack went down): every wait ends
+        node = self.node
+        node.create_subscription(Bool, "task/success", self._on_success, LATCHED_QOS)
+        node.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, COMMAND_QOS)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self._reset_client = node.create_client(Trigger, "mujoco_bridge/reset_task")
+        self._recover_client = node.create_client(Trigger, "franka_driver/recover")
+        self._start_client = node.create_client(Trigger, "recorder/start_episode")
+        self._stop_client = node.create_client(Trigger, "recorder/stop_episode")
+        self._discard_client = node.create_client(Trigger, "recorder/discard_episode")
+        self._executor = SingleThreadedExecutor(context=context)
+        self._executor.add_node(node)
+        self._spinner = threading.Thread(target=self._executor.spin, name="episode-client", daemon=True)
+        self._spinner.start()
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _on_success(self, msg: Bool) -> None:
+        with self._lock:
+            self._success = (time.monotonic(), bool(msg.data))
+
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        with self._lock:
+            self._chunks += 1
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == DRIVER_STATUS:
+                fault = next((kv.value for kv in status.values if kv.key == FAULT_KEY), "")
+                with self._lock:
+                    self._fault_ns = stamp_to_ns(msg.header.stamp) if fault else None
+
+    # -- services -----------------------------------------------------------------------------
+    def _call(self, client, what: str, timeout_s: float = SERVICE_TIMEOUT_S) -> Trigger.Response:
+        self._wait_for_service(client, timeout_s, what)
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout_s
+        while not future.done():
+            self._check_stopped()
+            if time.monotonic() > deadline:
+                raise SdmError(f"{what}: no reply from '{client.srv_name}' within {timeout_s:g} s")
+            time.sleep(0.01)
+        return future.result()
+
+    def wait_ready(self, record: bool, timeout_s: float = SERVICE_TIMEOUT_S) -> None:
+        """Every service the episodes need is offered and chunks flow (the nodes are up)."""
+        clients = [self._reset_client, self._recover_client]
+        if record:
+            clients += [self._start_client, self._stop_client, self._discard_client]
+        for client in clients:
+            self._wait_for_service(client, timeout_s, "start")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if self._chunks:
+                    break
+            self._check_stopped()
+            if time.monotonic() > deadline:
+                raise SdmError(f"start: no chunk on '/action_chunk' within {timeout_s:g} s")
+            time.sleep(0.05)
+
+    def _wait_for_service(self, client, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not client.wait_for_service(timeout_sec=0.2):
+            self._check_stopped()
+            if time.monotonic() > deadline:
+                raise SdmError(f"{what}: service '{client.srv_name}' is not available within {timeout_s:g} s")
+
+    def _check_stopped(self) -> None:
+        if self.stopped.is_set():
+            raise SdmError("stopped: the stack went down")
+
+    def _recover(self) -> int:
+        """``franka_driver/recover``; returns when it was called (node clock)."""
+        now_ns = self.node.get_clock().now().nanoseconds
+        reply = self._call(self._recover_client, "driver recovery")
+        if not reply.success:
+            raise SdmError(f"driver recovery failed: {reply.message}")
+        return now_ns
+
+    def _faulted_since(self, recovered_ns: int) -> bool:
+        with self._lock:
+            return self._fault_ns is not None and self._fault_ns > recovered_ns
+
+    # -- episodes -----------------------------------------------------------------------------
+    def run_episode(self, index: int, timeout_s: float, record: bool = False) -> EpisodeResult:
+        """One episode; raises :class:`SdmError` when a node does not answer or refuses.
+
+        Recording starts right after the recovery, while the arm is still at home: the first
+        chunk the driver accepts is one planned after it."""
+        reply = self._call(self._reset_client, "task reset")
+        if not reply.success:
+            raise SdmError(f"task reset failed: {reply.message}")
+        message = reply.message
+        time.sleep(RESET_FAULT_S)
+        recovered_ns, recoveries = self._recover(), 1
+        if record:
+            started = self._call(self._start_client, "start recording")
+            if not started.success:
+                raise SdmError(f"the recorder did not start an episode: {started.message}")
+        with self._lock:
+            chunks_before = self._chunks
+        start = time.monotonic()
+        success = False
+        while time.monotonic() - start < timeout_s:
+            with self._lock:
+                latest = self._success
+            if latest is not None and latest[0] > start and latest[1]:
+                success = True
+                break
+            if self._faulted_since(recovered_ns):
+                recovered_ns, recoveries = self._recover(), recoveries + 1
+            self._check_stopped()
+            time.sleep(0.02)
+        duration = time.monotonic() - start
+        with self._lock:
+            chunks = self._chunks - chunks_before
+        if record:
+            stop = self._call(self._stop_client if success else self._discard_client, "save" if success else "discard")
+            if not stop.success:
+                raise SdmError(f"the recorder could not {'save' if success else 'discard'} the episode: {stop.message}")
+            message = stop.message
+        return EpisodeResult(index, success, duration, chunks, recoveries, message)
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self._spinner.join(5)
+        self.node.destroy_node()
