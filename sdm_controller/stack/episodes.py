@@ -55,7 +55,11 @@ def run_on_stack(
     done = threading.Event()
     context = Context()
     rclpy.init(context=context)
-    client = EpisodeClient(context=context)
+    try:
+        client = EpisodeClient(context=context)
+    except BaseException:
+        rclpy.try_shutdown(context=context)
+        raise
 
     def work() -> None:
         try:
@@ -65,17 +69,20 @@ def run_on_stack(
         finally:
             done.set()
 
-    with log_path.open("w") as log:
-        supervisor = Supervisor(specs, env=dict(os.environ, PYTHONUNBUFFERED="1"), out=log)
-        thread = threading.Thread(target=work, name="episode-job", daemon=True)
-        thread.start()
-        try:
-            status = supervisor.run(until=done.is_set)
-        finally:
-            client.stopped.set()
-            thread.join(JOB_JOIN_S)
-            client.close()
-            rclpy.try_shutdown(context=context)
+    status = 1
+    try:
+        with log_path.open("w") as log:
+            supervisor = Supervisor(specs, env=dict(os.environ, PYTHONUNBUFFERED="1"), out=log)
+            thread = threading.Thread(target=work, name="episode-job", daemon=True)
+            thread.start()
+            try:
+                status = supervisor.run(until=done.is_set)
+            finally:
+                client.stopped.set()
+                thread.join(JOB_JOIN_S)
+    finally:
+        client.close()
+        rclpy.try_shutdown(context=context)
     if "error" in outcome:
         error = outcome["error"]
         if not done.is_set() or status != 0:
