@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sdm_controller.bench import teacher_benchmark as tb
 
+Unit = tuple[str, str, int]  # (task, prediction, seed): one teacher and all its students
 METHODS = {"epsilon": ["cd", "onedp-s", "onedp-d", "sdm", "sdm-literal"], "sample": ["sdm"]}
 DEFAULTS = {"steps": 100, "batch_size": 128, "jobs": 2}  # 100 iterations = 10 % of the 1000 teacher steps
 
@@ -114,6 +115,78 @@ def collect_rows(work: Path) -> list[dict]:
     return rows
 
 
+GOAL_BASELINES = {
+    "epsilon": ["teacher-ddpm100", "teacher-ddim1", "onedp-s", "cd"],
+    "sample": ["teacher-ddpm100", "teacher-ddim1"],
+}
+DDPM_SLACK = 0.02  # "within 2 points of its teacher's DDPM-100"
+
+
+def unit_of(row: dict) -> Unit:
+    return row["task"], row["prediction"], row["seed"]
+
+
+def is_whole(unit_rows: list[dict], prediction: str) -> bool:
+    """A unit with all its teacher's samplers and one row per method, nothing more."""
+    counts: dict[str, int] = {}
+    for row in unit_rows:
+        method = "teacher" if row["method"].startswith("teacher-") else row["method"]
+        counts[method] = counts.get(method, 0) + 1
+    return counts == {"teacher": len(tb.SAMPLERS), **{m: 1 for m in METHODS[prediction]}}
+
+
+def whole_unit_rows(rows: list[dict]) -> list[dict]:
+    """The rows of whole units only, so every mean compares methods over the same teachers."""
+    units: dict[Unit, list[dict]] = {}
+    for row in rows:
+        units.setdefault(unit_of(row), []).append(row)
+    return [row for unit, items in units.items() if is_whole(items, unit[1]) for row in items]
+
+
+def by_task(rows: list[dict]) -> list[dict]:
+    """Mean success per (task, prediction, method) over seeds: where a method wins or loses."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["prediction"], row["method"]), []).append(row["success"])
+    order = {task: i for i, task in enumerate(tb.TASKS)}
+    return [{"task": t, "prediction": p, "method": m, "seeds": len(v), "success": sum(v) / len(v)}
+            for (t, p, m), v in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1:]))]
+
+
+def goals(summary: list[dict]) -> dict[str, dict]:
+    """The issue's goals per teacher type, from the whole-unit means.
+
+    SDM 1-step within 2 points of the teacher's DDPM-100 or better, at or above its own DDIM-1,
+    and for ε teachers at or above OneDP-S and CD. ``margins`` is SDM minus each other method, so
+    a baseline that beats SDM (OneDP-D included) shows as a negative margin.
+    """
+    mean = {(item["prediction"], item["method"]): item["success"] for item in summary}
+    out: dict[str, dict] = {}
+    for prediction in sorted({p for p, _ in mean}):
+        if (prediction, "sdm") not in mean:
+            continue
+        sdm = mean[(prediction, "sdm")]
+        margins = {m: sdm - v for (p, m), v in mean.items() if p == prediction and m != "sdm"}
+        met = {}
+        for baseline in GOAL_BASELINES[prediction]:
+            if baseline in margins:
+                slack = DDPM_SLACK if baseline == "teacher-ddpm100" else 0.0
+                met[baseline] = bool(margins[baseline] >= -slack - 1e-9)
+        out[prediction] = {"sdm": sdm, "margins": margins, "met": met, "all_met": all(met.values())}
+    return out
+
+
+def write(rows: list[dict], out: Path, command: str, settings: dict) -> list[dict]:
+    """JSON + PNG with every row, means and goals over whole units only; returns the whole-unit rows."""
+    whole = whole_unit_rows(rows)
+    summary = tb.summarize(whole)
+    extra = {"units_whole": len({unit_of(r) for r in whole}), "summary": summary,
+             "goals": goals(summary), "by_task": by_task(whole)}
+    tb.write_results(rows, out, command, settings, extra=extra,
+                     title="One-step distillation vs teacher samplers on MetaWorld v3")
+    return whole
+
+
 def resume_from_results(out: Path, work: Path, settings: dict) -> int:
     """Row files for the whole units a committed result of the same settings already holds.
 
@@ -127,22 +200,17 @@ def resume_from_results(out: Path, work: Path, settings: dict) -> int:
     same = ("episodes", "distill_steps", "batch_size", "methods")
     if any(previous["settings"].get(k) != settings[k] for k in same):
         return 0
-    units: dict[tuple[str, str, int], dict[str, list[dict]]] = {}
-    for row in previous["rows"]:
+    units: dict[Unit, dict[str, list[dict]]] = {}
+    for row in whole_unit_rows(previous["rows"]):
         method = "teacher" if row["method"].startswith("teacher-") else row["method"]
-        units.setdefault((row["task"], row["prediction"], row["seed"]), {}).setdefault(method, []).append(row)
-    resumed = 0
+        units.setdefault(unit_of(row), {}).setdefault(method, []).append(row)
     for unit, by_method in units.items():
-        expected = {"teacher": len(tb.SAMPLERS), **{m: 1 for m in METHODS[unit[1]]}}
-        if {m: len(rows) for m, rows in by_method.items()} != expected:
-            continue
         for method, rows in by_method.items():
             path = row_file(work, *unit, method)
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(rows, indent=1))
-        resumed += 1
-    return resumed
+    return len(units)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -162,7 +230,7 @@ def main(args: argparse.Namespace) -> int:
     if resumed:
         print(f"resumed {resumed} finished units from {out}")
 
-    def pending(unit: tuple[str, str, int]) -> list[str]:
+    def pending(unit: Unit) -> list[str]:
         """The unit's runs not done yet; the teacher's first when it or its artifact is missing."""
         todo = [m for m in METHODS[unit[1]] if not row_file(work, *unit, m).exists()]
         teacher_here = (tb.teacher_dir(work, *unit) / "policy.json").exists()
@@ -177,7 +245,7 @@ def main(args: argparse.Namespace) -> int:
     for task in sorted({t for (t, _, _), todo in runs.items() if todo}):
         tb.ensure_dataset(work, task)  # before the workers, which must not build one twice
 
-    def submit(pool: ProcessPoolExecutor, unit: tuple[str, str, int], method: str) -> Future:
+    def submit(pool: ProcessPoolExecutor, unit: Unit, method: str) -> Future:
         if method == "teacher":  # also trains and evaluates a missing teacher, so it runs before the unit's methods
             return pool.submit(retime_teacher, *unit, str(work), episodes)
         return pool.submit(run_one, *unit, method, str(work), episodes, steps, batch_size)
@@ -187,9 +255,9 @@ def main(args: argparse.Namespace) -> int:
     queue = [u for u in units if runs[u]]
     from tqdm import tqdm
 
-    ready: list[tuple[tuple[str, str, int], str]] = []
+    ready: list[tuple[Unit, str]] = []
 
-    def next_run() -> tuple[tuple[str, str, int], str]:
+    def next_run() -> tuple[Unit, str]:
         if ready:
             return ready.pop(0)
         unit = queue.pop(0)
@@ -199,7 +267,7 @@ def main(args: argparse.Namespace) -> int:
         return unit, first  # a teacher's methods are queued once it is done
 
     with ProcessPoolExecutor(max_workers=jobs) as pool, tqdm(total=total, desc="distill runs") as bar:
-        in_flight: dict[Future, tuple[tuple[str, str, int], str]] = {}
+        in_flight: dict[Future, tuple[Unit, str]] = {}
         while queue or ready or in_flight:
             while len(in_flight) < jobs and (ready or queue):
                 unit, method = next_run()
@@ -211,11 +279,26 @@ def main(args: argparse.Namespace) -> int:
                 if method == "teacher":
                     ready.extend((unit, m) for m in runs[unit][1:])
                 bar.update(1)
-            tb.write_results(collect_rows(work), out, command, settings,
-                             title="One-step distillation vs teacher samplers on MetaWorld v3")
-    rows = collect_rows(work)
-    tb.write_results(rows, out, command, settings, title="One-step distillation vs teacher samplers on MetaWorld v3")
-    for item in tb.summarize(rows):
-        print(f"{item['prediction']:<8}{item['method']:<18} success {item['success']:.3f} over {item['runs']:>2} "
-              f"runs, {item['ms_per_chunk']:.1f} ms/chunk (batch 1)")
+            write(collect_rows(work), out, command, settings)
+    whole = write(collect_rows(work), out, command, settings)
+    print_table(whole)
     return 0
+
+
+def print_table(whole: list[dict]) -> None:
+    """Per-task means, the overall means and the goals, for whole units."""
+    for prediction in [p for p in tb.PREDICTIONS if any(r["prediction"] == p for r in whole)]:
+        methods = [f"teacher-{m}{n}" for m, n in tb.SAMPLERS] + METHODS[prediction]
+        print(f"\n{prediction}: mean success over seeds (whole units)")
+        print(f"{'task':<18}" + "".join(f"{m.removeprefix('teacher-'):>12}" for m in methods))
+        cells = {(i["task"], i["method"]): i["success"] for i in by_task(whole) if i["prediction"] == prediction}
+        for task in dict.fromkeys(t for t, _ in cells):
+            print(f"{task:<18}" + "".join(f"{cells[(task, m)]:>12.2f}" if (task, m) in cells else f"{'-':>12}"
+                                          for m in methods))
+    summary = tb.summarize(whole)
+    for item in summary:
+        print(f"mean {item['prediction']:<8}{item['method']:<18} success {item['success']:.3f} over "
+              f"{item['runs']:>2} units, {item['ms_per_chunk']:.1f} ms/chunk (batch 1)")
+    for prediction, goal in goals(summary).items():
+        verdict = ", ".join(f"{'>=' if ok else '<'} {name}" for name, ok in goal["met"].items())
+        print(f"goals {prediction}: SDM {goal['sdm']:.3f}: {verdict}")

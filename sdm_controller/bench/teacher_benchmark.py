@@ -204,8 +204,9 @@ def print_table(rows: list[dict]) -> None:
 
 def write_results(
     rows: list[dict], out: Path, command: str, settings: dict,
-    title: str = "Teacher success on MetaWorld v3 (mean over seeds)",
+    title: str = "Teacher success on MetaWorld v3 (mean over seeds)", extra: dict | None = None,
 ) -> None:
+    """Write the JSON + PNG; ``extra`` replaces or adds top-level entries (a benchmark's own summary)."""
     from sdm_controller.bench.machine import describe_machine
     from sdm_controller.bench.plots import plot_success_bars
 
@@ -217,6 +218,7 @@ def write_results(
         "settings": settings,
         "summary": summarize(rows),
         "rows": rows,
+        **(extra or {}),
     }
     out.write_text(json.dumps(result, indent=1))
     plot_success_bars(rows, out.with_suffix(".png"), title=title)
