@@ -20,6 +20,8 @@ setup(
         # glob() returns [] when a folder is empty or missing; that is fine for data_files.
         (f"share/{PACKAGE_NAME}/launch", sorted(glob("launch/*.launch.py"))),
         (f"share/{PACKAGE_NAME}/config", sorted(glob("config/*.yaml"))),
+        # shipped policy artifacts, one folder each (policy.json, weights, MODEL_CARD.md, ...)
+        *[(f"share/{PACKAGE_NAME}/{path.rstrip('/')}", sorted(glob(f"{path}*"))) for path in sorted(glob("models/*/"))],
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -41,6 +43,7 @@ setup(
             "distill = sdm_controller.cli:distill_main",
             "bench = sdm_controller.cli:bench_main",
             "export = sdm_controller.cli:export_main",
+            "sim = sdm_controller.cli:sim_main",
             "policy_node = sdm_controller.ros.policy_node:main",
             "franka_driver = sdm_controller.ros.franka_driver:main",
             "realsense_camera = sdm_controller.ros.realsense_camera:main",

@@ -14,6 +14,15 @@ from pathlib import Path
 
 from sdm_controller.errors import SdmError
 
+SHIPPED_POLICY = "franka_reach_sdm"  # in the package's models/ folder
+SHIPPED_TEACHER = "franka_reach_teacher"
+
+
+def _shipped(name: str) -> str:
+    from sdm_controller.stack.supervisor import package_folder
+
+    return str(package_folder("models") / name)
+
 
 def _add_collect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("collect", help="record scripted-expert demonstrations into a zarr dataset")
@@ -283,6 +292,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--batch-size", type=int, default=32)
     i.add_argument("--episodes", type=int, default=10)
     i.set_defaults(run="image_smoke")
+    fs = kinds.add_parser("franka-sim", help="the shipped SDM policy vs its teacher, closed loop through the sim stack")
+    fs.add_argument("--out", default="benchmarks/results/franka_sim.json")
+    fs.add_argument("--work", default="outputs/franka_sim", help="node logs and episode image strips")
+    fs.add_argument("--sdm", default=_shipped(SHIPPED_POLICY), help="one-step artifact")
+    fs.add_argument("--teacher", default=_shipped(SHIPPED_TEACHER), help="its teacher artifact")
+    fs.add_argument("--episodes", type=int, default=50)
+    fs.add_argument("--seed", type=int, default=1000, help="cube placements (not the demos' seed)")
+    fs.add_argument("--timeout-s", type=float, default=15.0)
+    fs.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the nodes")
+    fs.add_argument("--only", nargs="*", default=None, help="labels to run: sdm teacher-ddim10 teacher-ddpm100")
+    fs.set_defaults(run="franka_sim")
     p.set_defaults(func=_run_bench)
 
 
@@ -290,6 +310,41 @@ def _run_bench(args: argparse.Namespace) -> int:
     import importlib
 
     return importlib.import_module(f"sdm_controller.bench.{args.run}").main(args)
+
+
+def _add_sim(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="run a policy on the simulated Franka stack for N episodes: success, rate, latency")
+    p.add_argument("--artifact", default=_shipped(SHIPPED_POLICY), help="policy artifact (default: shipped SDM)")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1000, help="cube placements")
+    p.add_argument("--timeout-s", type=float, default=15.0, help="an episode without success by then fails")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim", help="teacher artifacts only")
+    p.add_argument("--sampler-steps", type=int, default=10, help="teacher artifacts only")
+    p.add_argument("--out", default="outputs/sim", help="summary.json, image strip, latency histogram, node log")
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the nodes")
+    p.set_defaults(func=_run_sim)
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    from sdm_controller.bench.plots import plot_sim_runs, save_image_strip
+    from sdm_controller.stack.sim_evaluation import PolicyUnderTest, run_policy_on_sim
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = PolicyUnderTest(Path(args.artifact).name, Path(args.artifact), args.sampler, args.sampler_steps)
+    run = run_policy_on_sim(policy, args.episodes, out / "nodes.log", seed=args.seed, timeout_s=args.timeout_s,
+                            threads=args.threads)
+    summary = run.summary()
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_sim_runs({policy.label: run.latencies_ms()}, {policy.label: summary["success"]}, out / "latency.png",
+                  title=f"{policy.label} on the simulated FR3 ({args.episodes} episodes)")
+    if run.frames:
+        save_image_strip(run.frames, out / "episode0.png")
+    print(f"success {summary['success']:.2f} ({sum(e.success for e in run.episodes)} of {summary['episodes']} "
+          f"episodes), {summary['chunk_rate_hz']:.1f} chunks/s, observation -> chunk latency "
+          f"p50 {summary['latency_p50_ms']:.1f} ms, p99 {summary['latency_p99_ms']:.1f} ms")
+    print(f"wrote {out}/summary.json, {out}/latency.png, {out}/episode0.png (camera, episode 0), {out}/nodes.log")
+    return 0
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -399,7 +454,7 @@ def _run_launch(args: argparse.Namespace) -> int:
     return launch(stack, given, duration=args.duration, env_overrides=env, dry_run=args.dry_run)
 
 
-COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_distill, _add_bench, _add_export, _add_launch)
+COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_distill, _add_bench, _add_sim, _add_export, _add_launch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,4 +489,5 @@ evaluate_main = _command("evaluate")
 distill_main = _command("distill")
 bench_main = _command("bench")
 export_main = _command("export")
+sim_main = _command("sim")
 launch_main = _command("launch")

@@ -3,14 +3,17 @@ expert node, recorder as processes over DDS), then read back as a training datas
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from sdm_controller.control.fr3 import FR3_JOINTS
+from sdm_controller.control.fr3 import FR3_JOINTS, JOINT_LIMITS, action_limits
 from sdm_controller.data.episodes import load_episodes
 from sdm_controller.data.franka_sim_demos import collect_franka_sim
 from sdm_controller.errors import ConfigError
 from sdm_controller.sim.franka_scene import HOME_Q
+from sdm_controller.training.teacher import TrainConfig, train_teacher
 
 pytestmark = pytest.mark.ros
 
@@ -51,3 +54,15 @@ def test_collect_refuses_bad_settings_before_starting_anything(tmp_path):
     (tmp_path / "b.zarr").mkdir()
     with pytest.raises(ConfigError, match="exists"):
         collect_franka_sim(tmp_path / "b.zarr", num_demos=1)
+
+
+def test_a_teacher_trained_on_the_demos_carries_the_fr3_limits(collected, tmp_path):
+    out, _ = collected
+    config = TrainConfig(steps=2, batch_size=4, warmup_steps=1,
+                         policy={"unet_preset": "tiny", "image_encoder": "convnet"})
+    train_teacher(out, tmp_path / "teacher", config, progress=False)
+    action = json.loads((tmp_path / "teacher" / "policy.json").read_text())["action"]
+    assert action["names"] == list(FR3_JOINTS)
+    assert action["limits"]["lower"] == [JOINT_LIMITS[name][0] for name in FR3_JOINTS]
+    assert action["limits"]["velocity"][-1] == JOINT_LIMITS["fr3_finger_joint1"][2]
+    assert action_limits(["fr3_joint1", "elbow"]) is None  # not all FR3 joints: the node's parameters must say

@@ -464,6 +464,18 @@ def test_check_settings_against_the_artifact():
         check_settings(NodeSettings(sampler_steps=60), teacher)
 
 
+def test_the_sampler_is_part_of_a_teachers_engine_but_not_of_a_one_step_one() -> None:
+    from sdm_controller.control.settings import SAMPLER_METHODS
+    from sdm_controller.policy.noise_schedule import SAMPLERS
+
+    assert set(SAMPLER_METHODS) == set(SAMPLERS)  # every sampler the engine knows, and no other
+    ddim, ddpm = NodeSettings(sampler_steps=100), NodeSettings().updated({"sampler": "ddpm", "sampler_steps": 100})
+    assert ddim.engine_key("teacher") != ddpm.engine_key("teacher")
+    assert ddim.engine_key("one-step") == ddpm.engine_key("one-step")
+    with pytest.raises(SettingsError, match="sampler"):
+        NodeSettings().updated({"sampler": "euler"})
+
+
 # -- artifacts and the interface contract ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):

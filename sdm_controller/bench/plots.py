@@ -39,3 +39,39 @@ def plot_success_bars(rows: list[dict], path: Path, title: str) -> None:
     ax.legend(fontsize=7, ncol=2 if len(tasks) < 4 else 4, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_sim_runs(latencies_ms: dict[str, np.ndarray], success: dict[str, float], path: Path, title: str) -> None:
+    """Observation → chunk latency histograms (log x) beside closed-loop success, one colour per policy."""
+    plt = _pyplot()
+    fig, (hist, bars) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    values = [v for v in latencies_ms.values() if v.size]
+    if values:
+        low, high = max(min(v.min() for v in values), 0.1), max(v.max() for v in values)
+        bins = np.geomspace(low, high * 1.01 + 1e-3, 40)
+        for label, v in latencies_ms.items():
+            if v.size:
+                hist.hist(v, bins=bins, alpha=0.6, label=f"{label} (p50 {np.median(v):.1f} ms)")
+        hist.set_xscale("log")
+        hist.legend(fontsize=8)
+    hist.set_xlabel("observation stamp → chunk received (ms)")
+    hist.set_ylabel("chunks")
+    bars.bar(list(success), list(success.values()), color="tab:green")
+    bars.set_ylim(0, 1)
+    bars.set_ylabel("success rate")
+    bars.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_image_strip(frames: tuple[np.ndarray, ...] | list[np.ndarray], path: Path, scale: int = 2) -> None:
+    """Camera frames side by side (RGB uint8, upscaled), as the policy saw one episode."""
+    import cv2
+
+    if not frames:
+        raise ValueError("no frames to write an image strip from")
+    strip = np.concatenate(list(frames), axis=1)
+    strip = cv2.resize(strip, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))

@@ -33,3 +33,15 @@ ARM_ACCELERATION = np.array([15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0])
 
 #: widest the FR3 hand opens (m); one finger moves half of it
 GRIPPER_MAX_WIDTH = 0.08
+
+
+def action_limits(names: list[str] | tuple[str, ...] | None) -> dict[str, list[float]] | None:
+    """``action.limits`` of an artifact whose actions are FR3 joint positions, else None.
+
+    Training writes them into ``policy.json`` so a policy trained on FR3 data carries the
+    datasheet's bounds, and the policy node clamps to them without per-robot parameters.
+    """
+    if not names or any(name not in JOINT_LIMITS for name in names):
+        return None
+    return {key: [JOINT_LIMITS[name][i] for name in names] for i, key in enumerate(("lower", "upper", "velocity"))}
+

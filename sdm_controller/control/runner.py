@@ -31,7 +31,7 @@ def load_runner(settings: NodeSettings) -> Any:
     from sdm_controller.runtime.engine import Engine
 
     engine = Engine.load(settings.artifact, backend=settings.backend, device=settings.device,
-                         steps=settings.sampler_steps, method="ddim")
+                         steps=settings.sampler_steps, method=settings.sampler)
     try:
         engine.warmup()
     except BaseException:

@@ -8,7 +8,7 @@ message names the parameter and what was expected; the node returns it as the
 ``SetParametersResult`` reason.
 
 What applies when (see ``sdm_controller.ros.policy_node``): ``artifact``, ``backend``, ``device``
-and (teacher artifacts) ``sampler_steps`` load a new engine beside the running one and swap when
+and (teacher artifacts) ``sampler`` and ``sampler_steps`` load a new engine beside the running one and swap when
 it is warm; everything else applies from the next inference cycle.
 """
 
@@ -28,6 +28,7 @@ from sdm_controller.control.policy_interface import PolicyInterface
 
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
 TRIGGER_MODES = ("timer", "observation")
+SAMPLER_METHODS = ("ddim", "ddpm")  # sdm_controller.policy.noise_schedule.SAMPLERS
 DEVICE_PATTERN = r"^(cpu|auto|cuda(:\d+)?)$"
 
 
@@ -38,7 +39,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   choices=BACKEND_CHOICES),
     ParameterSpec("device", "cpu", "Torch device of the engine: cpu, cuda, cuda:N or auto.",
                   pattern=DEVICE_PATTERN, hint="cpu, cuda, cuda:N or auto"),
-    ParameterSpec("sampler_steps", 10, "DDIM steps for teacher artifacts (one-step artifacts ignore it).",
+    ParameterSpec("sampler", "ddim", "Sampler of teacher artifacts: ddim (deterministic, few steps) or ddpm "
+                  "(stochastic, as trained); one-step artifacts ignore it.", choices=SAMPLER_METHODS),
+    ParameterSpec("sampler_steps", 10, "Sampler steps for teacher artifacts (one-step artifacts ignore it).",
                   range=(1, 1000)),
     ParameterSpec("inference_rate_hz", 10.0, "Rate of the inference cycle (one chunk per cycle when the "
                   "observations are fresh).", range=(0.1, 200.0)),
@@ -69,7 +72,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 SPECS: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
 #: parameters whose change needs a new engine
-ENGINE_PARAMETERS = ("artifact", "backend", "device", "sampler_steps")
+ENGINE_PARAMETERS = ("artifact", "backend", "device", "sampler", "sampler_steps")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class NodeSettings:
     artifact: str = ""
     backend: str = "auto"
     device: str = "cpu"
+    sampler: str = "ddim"
     sampler_steps: int = 10
     inference_rate_hz: float = 10.0
     trigger: str = "timer"
@@ -103,9 +107,9 @@ class NodeSettings:
         return replace(self, **values)
 
     def engine_key(self, kind: str | None) -> tuple:
-        """What identifies the engine these settings need (sampler steps matter for teachers only)."""
-        steps = self.sampler_steps if kind in (None, "teacher") else None
-        return (self.artifact, self.backend, self.device, steps)
+        """What identifies the engine these settings need (the sampler matters for teachers only)."""
+        sampler = (self.sampler, self.sampler_steps) if kind in (None, "teacher") else None
+        return (self.artifact, self.backend, self.device, sampler)
 
     def changed(self, other: NodeSettings) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from sdm_controller.errors import ConfigError, SdmError
 from sdm_controller.ros.episode_client import EpisodeClient, EpisodeResult
 from sdm_controller.stack.description import FRANKA_DEMOS
-from sdm_controller.stack.episodes import bridge_params_with_seed, run_on_stack
+from sdm_controller.stack.episodes import params_file_with, run_on_stack
 
 
 def collect_franka_sim(
@@ -56,5 +56,6 @@ def collect_franka_sim(
         return results
 
     with tempfile.TemporaryDirectory(prefix="collect_franka_sim_") as folder:
-        given = {"output": str(out), "mujoco_bridge_params_file": str(bridge_params_with_seed(seed, Path(folder)))}
+        bridge = params_file_with("mujoco_bridge.yaml", {"task_seed": int(seed)}, Path(folder))
+        given = {"output": str(out), "mujoco_bridge_params_file": str(bridge)}
         return run_on_stack(FRANKA_DEMOS, given, job, log_path, env_overrides={"OMP_NUM_THREADS": str(threads)})

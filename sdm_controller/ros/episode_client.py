@@ -14,7 +14,10 @@ the sim stack, talking to them only through their topics and services, as an ope
    (``recorder/stop_episode``), a failed one discarded, so a dataset holds successes only.
 
 Per episode it also counts the chunks seen on ``action_chunk`` (the chunk rate of whatever
-drives the arm: the expert or the policy node).
+drives the arm: the expert or the policy node), times each chunk's arrival against its
+``header.stamp`` (the newest observation it was built from: observation → chunk latency, with the
+DDS hop), and follows the bridge's ``task distance_m`` diagnostic (TCP to the cube, once a second):
+where the episode started and how close the hand got.
 """
 
 from __future__ import annotations
@@ -23,23 +26,31 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from sdm_controller.control.images import decode_image
+from sdm_controller.control.rejected import RejectedInput
 from sdm_controller.errors import SdmError
-from sdm_controller.ros.conversions import stamp_to_ns
+from sdm_controller.ros.conversions import image_fields, stamp_to_ns
 from sdm_controller.ros.mujoco_bridge import LATCHED_QOS
 from sdm_controller.ros.policy_node import COMMAND_QOS
 
 DRIVER_STATUS = "franka_driver: driver"
+BRIDGE_STATUS = "mujoco_bridge: simulation"
 FAULT_KEY = "robot fault"
+DISTANCE_KEY = "task distance_m"
+EPISODE_KEY = "task episode"
 SERVICE_TIMEOUT_S = 30.0
 RESET_FAULT_S = 0.3  # the reset's fault reaches the driver within a few control periods
+CAPTURE_PERIOD_S = 0.5  # camera frames kept for an episode's image strip
 
 
 @dataclass(frozen=True)
@@ -50,22 +61,37 @@ class EpisodeResult:
     chunks: int  # action chunks published during the episode
     recoveries: int
     message: str  # the bridge's reset reply (where the cube is), or the recorder's stop reply
+    latencies_ms: tuple[float, ...] = ()  # per chunk: arrival here - header.stamp
+    start_distance_m: float = float("nan")  # TCP to the cube's top, first report of the episode
+    min_distance_m: float = float("nan")  # closest reported during the episode
+    frames: tuple[np.ndarray, ...] = ()  # with capture: RGB camera frames CAPTURE_PERIOD_S apart
+
+    @property
+    def chunk_rate_hz(self) -> float:
+        return self.chunks / self.duration_s if self.duration_s > 0 else 0.0
 
 
 class EpisodeClient:
     """A node of its own (its own executor thread) that runs episodes on the sim stack."""
 
-    def __init__(self, context: Context | None = None, namespace: str = "") -> None:
+    def __init__(self, context: Context | None = None, namespace: str = "", camera_topic: str | None = None) -> None:
+        """``camera_topic`` (e.g. ``camera/color/image_raw``) lets episodes capture frames."""
         self.node = Node("episode_client", namespace=namespace, context=context)
         self._lock = threading.Lock()
         self._success: tuple[float, bool] | None = None  # (receive time, value)
         self._fault_ns: int | None = None  # stamp of the newest driver report, if it reports a fault
         self._chunks = 0
+        self._latencies_ms: list[float] = []
+        self._distances: list[tuple[int, int, float]] = []  # (stamp ns, task episode, distance)
+        self._capturing = False
+        self._frames: list[tuple[int, np.ndarray]] = []  # (stamp ns, RGB)
         self.stopped = threading.Event()  # set from outside (the stack went down): every wait ends
         node = self.node
         node.create_subscription(Bool, "task/success", self._on_success, LATCHED_QOS)
         node.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, COMMAND_QOS)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        if camera_topic:
+            node.create_subscription(Image, camera_topic, self._on_image, 1)
         self._reset_client = node.create_client(Trigger, "mujoco_bridge/reset_task")
         self._recover_client = node.create_client(Trigger, "franka_driver/recover")
         self._start_client = node.create_client(Trigger, "recorder/start_episode")
@@ -82,8 +108,24 @@ class EpisodeClient:
             self._success = (time.monotonic(), bool(msg.data))
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
+        latency_ms = (self.node.get_clock().now().nanoseconds - stamp_to_ns(msg.header.stamp)) / 1e6
         with self._lock:
             self._chunks += 1
+            self._latencies_ms.append(latency_ms)
+
+    def _on_image(self, msg: Image) -> None:
+        with self._lock:
+            if not self._capturing:
+                return
+            stamp = stamp_to_ns(msg.header.stamp)
+            if self._frames and stamp - self._frames[-1][0] < CAPTURE_PERIOD_S * 1e9:
+                return
+        try:
+            rgb = decode_image(image_fields(msg))
+        except RejectedInput:
+            return  # a bad frame leaves a gap in the strip; the policy node counts and reports it
+        with self._lock:
+            self._frames.append((stamp, rgb))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -91,6 +133,14 @@ class EpisodeClient:
                 fault = next((kv.value for kv in status.values if kv.key == FAULT_KEY), "")
                 with self._lock:
                     self._fault_ns = stamp_to_ns(msg.header.stamp) if fault else None
+            elif status.name == BRIDGE_STATUS:
+                values = {kv.key: kv.value for kv in status.values}
+                try:
+                    entry = (stamp_to_ns(msg.header.stamp), int(values[EPISODE_KEY]), float(values[DISTANCE_KEY]))
+                except (KeyError, ValueError):
+                    continue
+                with self._lock:
+                    self._distances.append(entry)
 
     # -- services -----------------------------------------------------------------------------
     def _call(self, client, what: str, timeout_s: float = SERVICE_TIMEOUT_S) -> Trigger.Response:
@@ -145,11 +195,13 @@ class EpisodeClient:
             return self._fault_ns is not None and self._fault_ns > recovered_ns
 
     # -- episodes -----------------------------------------------------------------------------
-    def run_episode(self, index: int, timeout_s: float, record: bool = False) -> EpisodeResult:
+    def run_episode(self, index: int, timeout_s: float, record: bool = False, capture: bool = False) -> EpisodeResult:
         """One episode; raises :class:`SdmError` when a node does not answer or refuses.
 
         Recording starts right after the recovery, while the arm is still at home: the first
         chunk the driver accepts is one planned after it."""
+        with self._lock:
+            self._distances.clear()
         reply = self._call(self._reset_client, "task reset")
         if not reply.success:
             raise SdmError(f"task reset failed: {reply.message}")
@@ -162,6 +214,10 @@ class EpisodeClient:
                 raise SdmError(f"the recorder did not start an episode: {started.message}")
         with self._lock:
             chunks_before = self._chunks
+            self._latencies_ms.clear()
+            self._frames.clear()
+            self._capturing = capture
+        episode = self._episode_number(message)
         start = time.monotonic()
         success = False
         while time.monotonic() - start < timeout_s:
@@ -177,12 +233,24 @@ class EpisodeClient:
         duration = time.monotonic() - start
         with self._lock:
             chunks = self._chunks - chunks_before
+            latencies = tuple(self._latencies_ms)
+            self._capturing = False
+            frames = tuple(rgb for _, rgb in self._frames)
+            distances = [d for stamp, number, d in self._distances if number == episode or stamp > recovered_ns]
         if record:
             stop = self._call(self._stop_client if success else self._discard_client, "save" if success else "discard")
             if not stop.success:
                 raise SdmError(f"the recorder could not {'save' if success else 'discard'} the episode: {stop.message}")
             message = stop.message
-        return EpisodeResult(index, success, duration, chunks, recoveries, message)
+        start_distance = distances[0] if distances else float("nan")
+        return EpisodeResult(index, success, duration, chunks, recoveries, message, latencies,
+                             start_distance, min(distances, default=float("nan")), frames)
+
+    @staticmethod
+    def _episode_number(reset_message: str) -> int | None:
+        """The bridge's episode count from its reset reply ("episode N: ..."), if it says so."""
+        head = reset_message.split(":", 1)[0].split()
+        return int(head[1]) if len(head) == 2 and head[0] == "episode" and head[1].isdigit() else None
 
     def close(self) -> None:
         self._executor.shutdown()

@@ -30,8 +30,8 @@ callbacks that no worker had started yet, took most of a core away from the engi
 
 Parameters (``sdm_controller.control.settings.PARAMETERS``) are validated in one
 ``add_on_set_parameters_callback``: a refused change returns ``successful=False`` with the reason
-and changes nothing. ``artifact``, ``backend``, ``device`` and (teacher) ``sampler_steps`` start a
-background load of a new engine beside the running one; the running engine keeps publishing and
+and changes nothing. ``artifact``, ``backend``, ``device`` and (teacher) ``sampler``/``sampler_steps``
+start a background load of a new engine beside the running one; the running engine keeps publishing and
 is swapped out at the start of the first cycle after the new one is warm. Only one load runs at
 a time (a second engine change is refused until it finishes). If the load fails after the change
 was accepted (a failure the quick checks cannot foresee), the node logs it, reports it in the
@@ -232,7 +232,7 @@ class PolicyNode(Node):
                     "again when it is ready"
                 )
             interface = self._check_new_engine(proposal)
-            new_engine = proposal.engine_key(interface.kind) != self._engine_key  # one-step ignores sampler_steps
+            new_engine = proposal.engine_key(interface.kind) != self._engine_key  # one-step ignores the sampler
         elif self._engine_key is None and proposal.artifact:
             # Nothing runs or loads (the start failed): any change may be what makes the artifact usable.
             try:

@@ -25,13 +25,20 @@ T = TypeVar("T")
 JOB_JOIN_S = 60.0
 
 
-def bridge_params_with_seed(seed: int, folder: Path) -> Path:
-    """config/mujoco_bridge.yaml with ``task_seed`` replaced: the cube placements of a job are its own."""
-    text = (config_dir() / "mujoco_bridge.yaml").read_text()
-    text, found = re.subn(r"(?m)^(\s*task_seed:\s*)\d+", rf"\g<1>{int(seed)}", text)
-    if found != 1:
-        raise SdmError("config/mujoco_bridge.yaml has no single 'task_seed:' line to set the episode seed in")
-    path = folder / "mujoco_bridge.yaml"
+def params_file_with(name: str, values: Mapping[str, object], folder: Path) -> Path:
+    """config/<name> with the top-level ``key: value`` lines of ``values`` replaced (comments kept).
+
+    A job's own settings (the cube placements' seed, a sampler's step count) go to the nodes
+    through their parameter files, as an operator's would; the packaged file stays untouched.
+    """
+    text = (config_dir() / name).read_text()
+    for key, value in values.items():
+        rendered = str(value).lower() if isinstance(value, bool) else str(value)
+        text, found = re.subn(rf"(?m)^(\s*{re.escape(key)}:[ \t]*)[^#\n]*?([ \t]*(#.*)?)$",
+                              lambda m, v=rendered: f"{m.group(1)}{v}{m.group(2)}", text)
+        if found != 1:
+            raise SdmError(f"config/{name} has no single '{key}:' line to set")
+    path = folder / name
     path.write_text(text)
     return path
 
@@ -42,8 +49,11 @@ def run_on_stack(
     job: Callable[[object], T],
     log_path: Path,
     env_overrides: Mapping[str, str] | None = None,
+    camera_topic: str | None = None,
 ) -> T:
-    """Start ``stack``, run ``job(episode_client)`` on a thread, stop the stack, return the job's result."""
+    """Start ``stack``, run ``job(episode_client)`` on a thread, stop the stack, return the job's result.
+
+    ``camera_topic`` lets the client's episodes capture camera frames."""
     import rclpy
     from rclpy.context import Context
 
@@ -56,7 +66,7 @@ def run_on_stack(
     context = Context()
     rclpy.init(context=context)
     try:
-        client = EpisodeClient(context=context)
+        client = EpisodeClient(context=context, camera_topic=camera_topic)
     except BaseException:
         rclpy.try_shutdown(context=context)
         raise

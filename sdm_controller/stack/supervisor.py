@@ -66,20 +66,22 @@ class ProcessSpec:
 
 
 # -- from the description to command lines ---------------------------------------------------------
-def config_dir() -> Path:
-    """The folder with the packaged parameter files.
+def package_folder(name: str) -> Path:
+    """A data folder of the package (``config``, ``models``), where it is, or where it would be.
 
-    A source checkout or editable install has ``config/`` beside the package; ``pip install .``
-    puts the ``data_files`` under ``<prefix>/share/sdm_controller/config`` as colcon does.
+    A source checkout or editable install has it beside the package; ``pip install .`` and colcon
+    put the ``data_files`` under ``<prefix>/share/sdm_controller/<name>``.
     """
-    candidates = [
-        Path(__file__).resolve().parents[2] / "config",
-        Path(sys.prefix) / "share" / "sdm_controller" / "config",
-    ]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    raise SdmError(f"cannot find the sdm_controller config folder; looked in {', '.join(map(str, candidates))}")
+    candidates = [Path(__file__).resolve().parents[2] / name, Path(sys.prefix) / "share" / "sdm_controller" / name]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def config_dir() -> Path:
+    """The folder with the packaged parameter files."""
+    folder = package_folder("config")
+    if not folder.is_dir():
+        raise SdmError(f"cannot find the sdm_controller config folder (no {folder}, nor one under share/)")
+    return folder
 
 
 def yaml_string(value: str) -> str:

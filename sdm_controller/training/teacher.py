@@ -19,6 +19,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from sdm_controller.control.fr3 import action_limits
 from sdm_controller.data.episodes import EpisodeSet, load_episodes
 from sdm_controller.data.windows import WindowSampler
 from sdm_controller.errors import ConfigError, DatasetError
@@ -204,7 +205,7 @@ def train_teacher(
         ema.model,
         kind="teacher",
         provenance=provenance,
-        action={"names": episodes.attrs.get("action_names"), "space": episodes.attrs.get("action_space")},
+        action=_action_meta(episodes.attrs),
         control_period_s=episodes.attrs.get("control_period_s"),
         state_names=episodes.attrs.get("state_names"),
     )
@@ -218,3 +219,11 @@ def load_dataset_hash(path: str | Path) -> str | None:
     import zarr
 
     return zarr.open_group(str(path), mode="r").attrs.get("content_hash")
+
+
+def _action_meta(attrs: dict) -> dict:
+    """The artifact's ``action`` block: names and space from the dataset, FR3 limits when they apply."""
+    action = {"names": attrs.get("action_names"), "space": attrs.get("action_space")}
+    limits = action_limits(action["names"]) if action["space"] == "joint_position" else None
+    return {**action, "limits": limits} if limits else action
+
