@@ -43,6 +43,13 @@ def test_chunks_flow_from_camera_images_and_every_episode_is_measured(sim_run):
     assert not sim_run.episodes[1].frames
 
 
+def test_settings_that_cannot_run_are_refused_before_any_node_starts(sim_run, tmp_path):
+    for episodes, timeout_s in ((0, 5.0), (2, 0.0), (-1, -1.0)):
+        with pytest.raises(ConfigError, match="must be positive"):
+            run_policy_on_sim(sim_run.policy, episodes=episodes, timeout_s=timeout_s, log_path=tmp_path / "log")
+    assert not (tmp_path / "log").exists()
+
+
 def test_a_folder_without_a_policy_is_refused_before_any_node_starts(tmp_path):
     with pytest.raises(ConfigError, match="not a policy artifact"):
         run_policy_on_sim(PolicyUnderTest("none", tmp_path), episodes=1, log_path=tmp_path / "log")

@@ -47,7 +47,6 @@ DRIVER_STATUS = "franka_driver: driver"
 BRIDGE_STATUS = "mujoco_bridge: simulation"
 FAULT_KEY = "robot fault"
 DISTANCE_KEY = "task distance_m"
-EPISODE_KEY = "task episode"
 SERVICE_TIMEOUT_S = 30.0
 RESET_FAULT_S = 0.3  # the reset's fault reaches the driver within a few control periods
 CAPTURE_PERIOD_S = 0.5  # camera frames kept for an episode's image strip
@@ -82,7 +81,7 @@ class EpisodeClient:
         self._fault_ns: int | None = None  # stamp of the newest driver report, if it reports a fault
         self._chunks = 0
         self._latencies_ms: list[float] = []
-        self._distances: list[tuple[int, int, float]] = []  # (stamp ns, task episode, distance)
+        self._distances: list[tuple[int, float]] = []  # (stamp ns, distance)
         self._capturing = False
         self._frames: list[tuple[int, np.ndarray]] = []  # (stamp ns, RGB)
         self.stopped = threading.Event()  # set from outside (the stack went down): every wait ends
@@ -134,10 +133,10 @@ class EpisodeClient:
                 with self._lock:
                     self._fault_ns = stamp_to_ns(msg.header.stamp) if fault else None
             elif status.name == BRIDGE_STATUS:
-                values = {kv.key: kv.value for kv in status.values}
+                distance = next((kv.value for kv in status.values if kv.key == DISTANCE_KEY), None)
                 try:
-                    entry = (stamp_to_ns(msg.header.stamp), int(values[EPISODE_KEY]), float(values[DISTANCE_KEY]))
-                except (KeyError, ValueError):
+                    entry = (stamp_to_ns(msg.header.stamp), float(distance))
+                except (TypeError, ValueError):
                     continue
                 with self._lock:
                     self._distances.append(entry)
@@ -206,6 +205,7 @@ class EpisodeClient:
         if not reply.success:
             raise SdmError(f"task reset failed: {reply.message}")
         message = reply.message
+        reset_ns = self.node.get_clock().now().nanoseconds  # bridge reports stamped later are of this episode
         time.sleep(RESET_FAULT_S)
         recovered_ns, recoveries = self._recover(), 1
         if record:
@@ -217,7 +217,6 @@ class EpisodeClient:
             self._latencies_ms.clear()
             self._frames.clear()
             self._capturing = capture
-        episode = self._episode_number(message)
         start = time.monotonic()
         success = False
         while time.monotonic() - start < timeout_s:
@@ -236,7 +235,7 @@ class EpisodeClient:
             latencies = tuple(self._latencies_ms)
             self._capturing = False
             frames = tuple(rgb for _, rgb in self._frames)
-            distances = [d for stamp, number, d in self._distances if number == episode or stamp > recovered_ns]
+            distances = [d for stamp, d in self._distances if stamp >= reset_ns]
         if record:
             stop = self._call(self._stop_client if success else self._discard_client, "save" if success else "discard")
             if not stop.success:
@@ -245,12 +244,6 @@ class EpisodeClient:
         start_distance = distances[0] if distances else float("nan")
         return EpisodeResult(index, success, duration, chunks, recoveries, message, latencies,
                              start_distance, min(distances, default=float("nan")), frames)
-
-    @staticmethod
-    def _episode_number(reset_message: str) -> int | None:
-        """The bridge's episode count from its reset reply ("episode N: ..."), if it says so."""
-        head = reset_message.split(":", 1)[0].split()
-        return int(head[1]) if len(head) == 2 and head[0] == "episode" and head[1].isdigit() else None
 
     def close(self) -> None:
         self._executor.shutdown()

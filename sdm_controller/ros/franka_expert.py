@@ -30,7 +30,9 @@ from trajectory_msgs.msg import JointTrajectory
 
 from sdm_controller.control.chunk import ActionChunk
 from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_JOINTS
+from sdm_controller.control.joints import JointMapper
 from sdm_controller.control.parameter_spec import ParameterSpec
+from sdm_controller.control.rejected import RejectedInput
 from sdm_controller.ros.conversions import chunk_to_trajectory, stamp_to_ns
 from sdm_controller.ros.mujoco_bridge import LATCHED_QOS
 from sdm_controller.ros.node_main import run_node
@@ -42,6 +44,7 @@ from sdm_controller.sim.franka_ik import IKError, TcpKinematics
 from sdm_controller.sim.franka_scene import work_cell_model
 
 NODE_NAME = "franka_expert"
+ARM = "arm"
 NS = 1_000_000_000
 _EXPERT = ExpertConfig()
 
@@ -66,6 +69,7 @@ class FrankaExpertNode(Node):
         self.period_s = float(values["period_s"])
         self.max_state_age_ns = int(values["max_state_age_s"] * NS)
         self.expert = ReachExpert(TcpKinematics(work_cell_model()), ExpertConfig(speed=float(values["speed"])))
+        self._joints = JointMapper({ARM: FR3_ARM_JOINTS})
         self._lock = threading.Lock()
         self._goal: np.ndarray | None = None
         self._state: tuple[int, np.ndarray] | None = None  # (stamp ns, arm joints)
@@ -87,13 +91,13 @@ class FrankaExpertNode(Node):
                 self._goal = goal
 
     def _on_joint_state(self, msg: JointState) -> None:
-        positions = dict(zip(msg.name, msg.position, strict=False))
-        arm = np.array([positions.get(name, np.nan) for name in FR3_ARM_JOINTS])
-        if not np.all(np.isfinite(arm)):
-            self._log.warning("joint_state", f"joint state without finite {', '.join(FR3_ARM_JOINTS)}: ignored")
+        try:
+            arm = self._joints.map(msg.name, msg.position)[ARM]
+        except RejectedInput as exc:
+            self._log.warning("joint_state", f"joint state ignored: {exc}")
             return
         with self._lock:
-            self._state = (stamp_to_ns(msg.header.stamp), arm)
+            self._state = (stamp_to_ns(msg.header.stamp), arm.astype(np.float64))
 
     def _cycle(self) -> None:
         with self._lock:
