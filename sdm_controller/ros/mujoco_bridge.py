@@ -35,6 +35,7 @@ steps the physics at 1 kHz; a camera thread renders; the executor thread serves 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 # Headless machines (no X display) render through EGL; MuJoCo reads this when it is first imported.
@@ -72,6 +73,9 @@ LATCHED_QOS = QoSProfile(
 SUCCESS_POLL_S = 0.02
 SUCCESS_REPEAT_S = 0.1
 GIL_SWITCH_INTERVAL_S = 0.0005
+# On shutdown the robot server outlives its client for up to this long: a driver stopping at the
+# same time (Ctrl-C of a launch) must not lose its robot mid-motion (franky crashed on that).
+CLIENT_LEAVE_TIMEOUT_S = 3.0
 NS = 1_000_000_000
 OK, WARN, ERROR = 0, 1, 2
 _TASK = TaskConfig()
@@ -325,6 +329,9 @@ class MujocoBridge(Node):
         """Stop the camera and the simulation (frees the address); before ``destroy_node``."""
         if self.camera is not None:
             self.camera.stop()
+        deadline = time.monotonic() + CLIENT_LEAVE_TIMEOUT_S
+        while self.sim.client_connected and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.sim.stop()
 
 
