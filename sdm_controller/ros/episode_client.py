@@ -5,10 +5,10 @@ the sim stack, talking to them only through their topics and services, as an ope
 
 1. ``mujoco_bridge/reset_task``: arm home, cube somewhere new. The reset stops the driver's
    running motion, which franky reports as a robot fault;
-2. ``franka_driver/recover`` right after the reset, and again whenever the driver's
-   ``/diagnostics`` report a robot fault stamped after the last recovery: the driver then waits
-   for a chunk stamped after the recovery, so nothing planned before the reset moves the arm;
-3. with recording, ``recorder/start_episode`` once the arm is home and the driver is ready;
+2. with recording, ``recorder/start_episode`` while the faulted driver holds the arm at home;
+3. ``franka_driver/recover``, and again whenever the driver's ``/diagnostics`` report a robot
+   fault stamped after the last recovery: the driver then waits for a chunk stamped after the
+   recovery, so nothing planned before the reset moves the arm;
 4. the episode ends at ``task/success`` (the bridge's latched flag, true once the TCP held on the
    cube for its hold time) or after ``timeout_s``; with recording, a successful episode is saved
    (``recorder/stop_episode``), a failed one discarded, so a dataset holds successes only.
@@ -197,8 +197,9 @@ class EpisodeClient:
     def run_episode(self, index: int, timeout_s: float, record: bool = False, capture: bool = False) -> EpisodeResult:
         """One episode; raises :class:`SdmError` when a node does not answer or refuses.
 
-        Recording starts right after the recovery, while the arm is still at home: the first
-        chunk the driver accepts is one planned after it."""
+        Recording starts before the recovery, while the faulted driver holds the arm at home, so
+        every episode's first frame is the home pose (after the recovery the arm moves within a
+        chunk period, sooner than a service round trip and the recorder's next frame)."""
         with self._lock:
             self._distances.clear()
         reply = self._call(self._reset_client, "task reset")
@@ -207,11 +208,11 @@ class EpisodeClient:
         message = reply.message
         reset_ns = self.node.get_clock().now().nanoseconds  # bridge reports stamped later are of this episode
         time.sleep(RESET_FAULT_S)
-        recovered_ns, recoveries = self._recover(), 1
         if record:
             started = self._call(self._start_client, "start recording")
             if not started.success:
                 raise SdmError(f"the recorder did not start an episode: {started.message}")
+        recovered_ns, recoveries = self._recover(), 1
         with self._lock:
             chunks_before = self._chunks
             self._latencies_ms.clear()
