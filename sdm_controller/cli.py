@@ -38,6 +38,8 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
     fs.add_argument("--num-demos", type=int, default=20, help="successful episodes to save")
     fs.add_argument("--seed", type=int, default=0, help="seed of the cube placements (the bridge's task_seed)")
     fs.add_argument("--timeout-s", type=float, default=20.0, help="an episode without success by then is discarded")
+    fs.add_argument("--hold-s", type=float, default=1.0,
+                    help="the expert holds on the cube this long before an episode ends (recorded)")
     fs.add_argument("--log", default=None, help="the nodes' output (default: next to --out, .log)")
     fs.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the nodes")
     p.set_defaults(func=_run_collect)
@@ -60,7 +62,7 @@ def _run_collect_franka_sim(args: argparse.Namespace) -> int:
     from sdm_controller.data.franka_sim_demos import collect_franka_sim
 
     results = collect_franka_sim(args.out, num_demos=args.num_demos, seed=args.seed, timeout_s=args.timeout_s,
-                                 log_path=args.log, threads=args.threads)
+                                 hold_s=args.hold_s, log_path=args.log, threads=args.threads)
     episodes = load_episodes(args.out)
     saved = [r for r in results if r.success]
     print(f"wrote {episodes.num_episodes} episodes ({len(episodes.action)} frames) to {args.out}; "

@@ -41,6 +41,8 @@ def test_expert_episodes_become_a_dataset_of_the_policy_topics(collected):
         # each episode starts with the arm at home, after the reset, and then moves
         np.testing.assert_allclose(state[start, :7], HOME_Q, atol=0.02)
         assert np.abs(state[end - 1, :7] - state[start, :7]).max() > 0.1
+        # and ends holding still on the cube for the collection's hold_s (1 s = 10 frames)
+        assert np.abs(np.diff(state[end - 6 : end, :7], axis=0)).max() < 0.01
         # action k is the expert's target one period later: where the arm is one frame later (tracking lag)
         lag = np.abs(action[start : end - 1, :7] - state[start + 1 : end, :7]).max()
         assert lag < 0.15, lag
@@ -51,6 +53,10 @@ def test_expert_episodes_become_a_dataset_of_the_policy_topics(collected):
 def test_collect_refuses_bad_settings_before_starting_anything(tmp_path):
     with pytest.raises(ConfigError, match="positive"):
         collect_franka_sim(tmp_path / "a.zarr", num_demos=0)
+    with pytest.raises(ConfigError, match="hold_s"):
+        collect_franka_sim(tmp_path / "a.zarr", num_demos=1, hold_s=-1.0)
+    with pytest.raises(ConfigError, match="hold_s"):
+        collect_franka_sim(tmp_path / "a.zarr", num_demos=1, timeout_s=5.0, hold_s=5.0)
     (tmp_path / "b.zarr").mkdir()
     with pytest.raises(ConfigError, match="exists"):
         collect_franka_sim(tmp_path / "b.zarr", num_demos=1)

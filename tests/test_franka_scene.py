@@ -156,11 +156,13 @@ def test_success_needs_the_tcp_on_the_cube_for_the_hold_time(scene):
     np.testing.assert_allclose(state.tcp_position, tcp)
     put_cube((0.02, 0.025, 0.0))  # 3.2 cm to the side: outside the tolerance
     assert not advance(0.3) and task.episode_success  # success now false, but it happened this episode
+    assert task.state(data).min_distance == pytest.approx(0.02, abs=1e-9)  # the closest since the reset
     put_cube((0.0, 0.0, 0.0))
     assert not advance(0.1)  # the hold starts again
-    assert advance(0.11)
+    assert advance(0.11) and task.state(data).min_distance == pytest.approx(0.0, abs=1e-9)
     task.reset(data)
     assert not task.success and not task.episode_success
+    assert task.state(data).min_distance == pytest.approx(task.distance(data))  # starts over at the reset
 
 
 @pytest.mark.parametrize(

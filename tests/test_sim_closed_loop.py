@@ -76,3 +76,15 @@ def test_the_goal_compares_sdm_with_the_teachers_best_sampler():
     assert result["teacher_best"] == "teacher-ddim10" and result["success_met"] and result["rate_met"]
     result = goal([summary("sdm", 0.80, 20.0), *teachers])
     assert not result["success_met"] and not result["rate_met"] and result["chunk_rate_ratio"] == pytest.approx(20 / 3)
+
+
+@pytest.mark.ros
+def test_the_shipped_sdm_policy_drives_the_arm_to_the_cube(tmp_path):
+    """README command 1's policy, through the whole stack: chunks flow and the hand closes in on the cube."""
+    artifact = package_folder("models") / "franka_reach_sdm"
+    run = run_policy_on_sim(PolicyUnderTest("sdm", artifact), episodes=2, log_path=tmp_path / "nodes.log",
+                            seed=11, timeout_s=8.0, progress=False)
+    for episode in run.episodes:
+        assert episode.chunks >= 20 and episode.chunk_rate_hz > 5.0, episode
+        # from about half a metre away to within a few centimetres of the cube's top face
+        assert episode.min_distance_m < 0.25 * episode.start_distance_m, episode

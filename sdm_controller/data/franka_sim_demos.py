@@ -5,6 +5,9 @@ scripted ``franka_expert`` in the policy node's place, ``recorder``) and runs ep
 ``num_demos`` were saved: each is a task reset, the expert driving the arm through the driver,
 and the recorder sampling the camera, the joint states and the expert's chunks into the dataset.
 An episode ends at the bridge's success flag and is saved, or at ``timeout_s`` and is discarded.
+The bridge's success flag is raised only after the TCP stayed on the cube for ``hold_s``, so each
+demonstration ends with the expert holding still on the goal: the policy learns to stop there, not
+only to arrive.
 So the dataset holds the same topics, stamps and timing the policy node sees when it drives the
 arm, not a replay of the simulator's internals.
 """
@@ -27,6 +30,7 @@ def collect_franka_sim(
     num_demos: int = 20,
     seed: int = 0,
     timeout_s: float = 20.0,
+    hold_s: float = 1.0,
     max_attempts_factor: int = 2,
     log_path: str | Path | None = None,
     threads: int = 1,
@@ -37,6 +41,8 @@ def collect_franka_sim(
         raise ConfigError(f"num_demos must be positive, got {num_demos}")
     if timeout_s <= 0:
         raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
+    if not 0 <= hold_s < timeout_s:
+        raise ConfigError(f"hold_s must be in [0, timeout_s = {timeout_s:g}), got {hold_s}")
     out = Path(out).resolve()
     if out.exists():
         raise ConfigError(f"'{out}' exists; collect writes a new dataset (the recorder would append to it)")
@@ -56,6 +62,7 @@ def collect_franka_sim(
         return results
 
     with tempfile.TemporaryDirectory(prefix="collect_franka_sim_") as folder:
-        bridge = params_file_with("mujoco_bridge.yaml", {"task_seed": int(seed)}, Path(folder))
+        task = {"task_seed": int(seed), "task_hold_s": float(hold_s)}
+        bridge = params_file_with("mujoco_bridge.yaml", task, Path(folder))
         given = {"output": str(out), "mujoco_bridge_params_file": str(bridge)}
         return run_on_stack(FRANKA_DEMOS, given, job, log_path, env_overrides={"OMP_NUM_THREADS": str(threads)})

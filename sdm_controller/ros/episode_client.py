@@ -16,8 +16,10 @@ the sim stack, talking to them only through their topics and services, as an ope
 Per episode it also counts the chunks seen on ``action_chunk`` (the chunk rate of whatever
 drives the arm: the expert or the policy node), times each chunk's arrival against its
 ``header.stamp`` (the newest observation it was built from: observation → chunk latency, with the
-DDS hop), and follows the bridge's ``task distance_m`` diagnostic (TCP to the cube, once a second):
-where the episode started and how close the hand got.
+DDS hop), and follows the bridge's ``task distance_m`` and ``task min_distance_m`` diagnostics
+(TCP to the cube now, and closest at any simulation step since the reset; once a second): where the
+episode started and how close the hand got. After the episode it waits for one more report, so the
+closest approach covers the whole episode, not all but its last second.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ DRIVER_STATUS = "franka_driver: driver"
 BRIDGE_STATUS = "mujoco_bridge: simulation"
 FAULT_KEY = "robot fault"
 DISTANCE_KEY = "task distance_m"
+MIN_DISTANCE_KEY = "task min_distance_m"
+BRIDGE_REPORT_S = 1.0  # the bridge's diagnostics period
 SERVICE_TIMEOUT_S = 30.0
 RESET_FAULT_S = 0.3  # the reset's fault reaches the driver within a few control periods
 CAPTURE_PERIOD_S = 0.5  # camera frames kept for an episode's image strip
@@ -62,7 +66,7 @@ class EpisodeResult:
     message: str  # the bridge's reset reply (where the cube is), or the recorder's stop reply
     latencies_ms: tuple[float, ...] = ()  # per chunk: arrival here - header.stamp
     start_distance_m: float = float("nan")  # TCP to the cube's top, first report of the episode
-    min_distance_m: float = float("nan")  # closest reported during the episode
+    min_distance_m: float = float("nan")  # closest at any simulation step of the episode
     frames: tuple[np.ndarray, ...] = ()  # with capture: RGB camera frames CAPTURE_PERIOD_S apart
 
     @property
@@ -81,7 +85,7 @@ class EpisodeClient:
         self._fault_ns: int | None = None  # stamp of the newest driver report, if it reports a fault
         self._chunks = 0
         self._latencies_ms: list[float] = []
-        self._distances: list[tuple[int, float]] = []  # (stamp ns, distance)
+        self._distances: list[tuple[int, float, float]] = []  # (stamp ns, distance, closest since reset)
         self._capturing = False
         self._frames: list[tuple[int, np.ndarray]] = []  # (stamp ns, RGB)
         self.stopped = threading.Event()  # set from outside (the stack went down): every wait ends
@@ -133,10 +137,11 @@ class EpisodeClient:
                 with self._lock:
                     self._fault_ns = stamp_to_ns(msg.header.stamp) if fault else None
             elif status.name == BRIDGE_STATUS:
-                distance = next((kv.value for kv in status.values if kv.key == DISTANCE_KEY), None)
+                values = {kv.key: kv.value for kv in status.values}
                 try:
-                    entry = (stamp_to_ns(msg.header.stamp), float(distance))
-                except (TypeError, ValueError):
+                    distance = float(values[DISTANCE_KEY])
+                    entry = (stamp_to_ns(msg.header.stamp), distance, float(values.get(MIN_DISTANCE_KEY, distance)))
+                except (KeyError, ValueError):
                     continue
                 with self._lock:
                     self._distances.append(entry)
@@ -231,20 +236,34 @@ class EpisodeClient:
             self._check_stopped()
             time.sleep(0.02)
         duration = time.monotonic() - start
+        end_ns = self.node.get_clock().now().nanoseconds
         with self._lock:
             chunks = self._chunks - chunks_before
             latencies = tuple(self._latencies_ms)
             self._capturing = False
             frames = tuple(rgb for _, rgb in self._frames)
-            distances = [d for stamp, d in self._distances if stamp >= reset_ns]
+        reports = self._bridge_reports(reset_ns, end_ns)
         if record:
             stop = self._call(self._stop_client if success else self._discard_client, "save" if success else "discard")
             if not stop.success:
                 raise SdmError(f"the recorder could not {'save' if success else 'discard'} the episode: {stop.message}")
             message = stop.message
-        start_distance = distances[0] if distances else float("nan")
+        start_distance = reports[0][1] if reports else float("nan")
+        closest = min((min(distance, closest) for _, distance, closest in reports), default=float("nan"))
         return EpisodeResult(index, success, duration, chunks, recoveries, message, latencies,
-                             start_distance, min(distances, default=float("nan")), frames)
+                             start_distance, closest, frames)
+
+    def _bridge_reports(self, reset_ns: int, end_ns: int) -> list[tuple[int, float, float]]:
+        """The bridge's task reports stamped after ``reset_ns``, once one stamped after ``end_ns`` is
+        in (or after a report period and a half without one: the distances then miss the end)."""
+        deadline = time.monotonic() + 1.5 * BRIDGE_REPORT_S
+        while True:
+            with self._lock:
+                reports = [entry for entry in self._distances if entry[0] >= reset_ns]
+            if (reports and reports[-1][0] >= end_ns) or time.monotonic() > deadline:
+                return reports
+            self._check_stopped()
+            time.sleep(0.02)
 
     def close(self) -> None:
         self._executor.shutdown()

@@ -305,6 +305,7 @@ class MujocoBridge(Node):
             ("task success", str(task.success)),
             ("task episode_success", str(task.episode_success)),
             ("task distance_m", f"{task.distance:.4f}"),
+            ("task min_distance_m", f"{task.min_distance:.4f}"),
             ("task object_position", _fmt(task.object_position)),
             ("task tcp_position", _fmt(task.tcp_position)),
         ]

@@ -86,6 +86,7 @@ class TaskState:
     goal_position: tuple[float, float, float]  # centre of the cube's top face
     tcp_position: tuple[float, float, float]
     distance: float  # TCP to goal
+    min_distance: float  # closest TCP to goal at any simulation step since the last reset
     success: bool  # within tolerance for hold_s, now
     episode_success: bool  # success at some time since the last reset
     episode: int  # number of resets so far
@@ -105,6 +106,7 @@ class ReachTask:
         self._inside_since: float | None = None
         self._success = False
         self._episode_success = False
+        self._min_distance = math.inf
 
     # -- episode ------------------------------------------------------------------------------
     def sample_object_position(self) -> np.ndarray:
@@ -149,6 +151,7 @@ class ReachTask:
         self._inside_since = None
         self._success = False
         self._episode_success = False
+        self._min_distance = self.distance(data)
         return position
 
     # -- what an expert and the success check read ----------------------------------------
@@ -173,7 +176,9 @@ class ReachTask:
 
         Reads positions from ``data.xpos`` / ``site_xpos``, i.e. as of the last kinematics pass.
         """
-        inside = self.distance(data) <= self.config.tolerance_m
+        distance = self.distance(data)
+        self._min_distance = min(self._min_distance, distance)
+        inside = distance <= self.config.tolerance_m
         t = float(data.time)
         if not inside:
             self._inside_since = None
@@ -199,6 +204,7 @@ class ReachTask:
             goal_position=tuple(float(v) for v in goal),
             tcp_position=tuple(float(v) for v in tcp),
             distance=float(np.linalg.norm(tcp - goal)),
+            min_distance=float(self._min_distance),
             success=self._success,
             episode_success=self._episode_success,
             episode=self.episode,
