@@ -15,8 +15,6 @@ bash scripts/setup.sh
 
 OUT="${1:-outputs/main_job}"
 EPISODES="${2:-20}"
-# DDS discovery stays on this machine; a domain of its own keeps it apart from other stacks.
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-62}"
-export MUJOCO_GL="${MUJOCO_GL:-egl}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
+source scripts/sim_env.sh 62
 
 .venv/bin/python -m sdm_controller sim --episodes "$EPISODES" --out "$OUT"

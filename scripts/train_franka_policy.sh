@@ -4,8 +4,7 @@
 #
 #   bash scripts/train_franka_policy.sh [output folder] [--install]
 #
-# About an hour on 2 CPU cores (collect ~20 min, teacher ~35 min, SDM ~5 min). --install copies the
-# two artifacts into models/ (policy.json + weights.safetensors + the curves), replacing those there.
+# Takes on the order of an hour on 2 CPU cores. --install copies the two artifacts into models/ (policy.json + weights.safetensors + the curves), replacing those there.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,9 +13,7 @@ bash scripts/setup.sh
 
 OUT="${1:-outputs/franka_policy}"
 INSTALL="${2:-}"
-# DDS discovery stays on this machine; a domain of its own keeps it apart from other stacks.
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-61}"
-export MUJOCO_GL="${MUJOCO_GL:-egl}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
+source scripts/sim_env.sh 61
 PY=.venv/bin/python
 
 [[ -d "$OUT/demos.zarr" ]] || $PY -m sdm_controller collect franka-sim --out "$OUT/demos.zarr" \
