@@ -4,7 +4,8 @@
 #
 #   bash scripts/train_franka_policy.sh [output folder] [--install]
 #
-# Takes on the order of an hour on 2 CPU cores. --install copies the two artifacts into models/ (policy.json + weights.safetensors + the curves), replacing those there.
+# Takes on the order of an hour on 2 CPU cores. --install copies the two artifacts into models/
+# (policy.json + weights.safetensors + the curves), replacing those there.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
