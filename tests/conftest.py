@@ -16,6 +16,8 @@ subprocesses) rclpy:
   instead of spin-waiting at barriers (``OMP_WAIT_POLICY=PASSIVE``, inherited by the CLI
   subprocesses too): with other work on the same 2 cores, spinning workers wait for a preempted
   sibling and a tiny-UNet sampler call goes from ~60 ms to ~5 s.
+
+A failed test's teardown is watched too (:func:`pytest_exception_interact`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when torch loads its OpenMP runtime
 
+import faulthandler  # noqa: E402
+import io  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -38,6 +44,52 @@ torch.set_num_threads(2)
 
 STATE_DIM = 39
 ACTION_DIM = 4
+#: how long a failed test's teardown may take before the run ends with every thread's stack
+FAILED_TEARDOWN_LIMIT_S = 240.0
+_watchdog_fd: int | None = None
+_watchdog: threading.Timer | None = None
+
+
+def pytest_configure(config) -> None:
+    global _watchdog_fd
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        fd = sys.__stderr__.fileno()
+    _watchdog_fd = os.dup(fd)  # the terminal's stderr, which test output capture leaves alone
+
+
+def _end_the_run(nodeid: str, failure: str) -> None:
+    os.write(_watchdog_fd, (
+        f"\n[conftest] {nodeid} failed and its teardown has not ended after {FAILED_TEARDOWN_LIMIT_S:g} s; "
+        f"the run stops. The failure:\n{failure}\n[conftest] every thread's stack:\n"
+    ).encode())
+    faulthandler.dump_traceback(file=_watchdog_fd, all_threads=True)
+    os._exit(1)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_exception_interact(node, call, report) -> None:
+    """Once a test has failed, pytest's faulthandler_timeout and pytest-timeout both stop watching it
+    (they make way for a debugger), so a teardown that then hangs (stopping a node, a simulator)
+    stalls the whole run in silence: CI once sat 40 minutes after an ``F`` that way. Re-arm a
+    watchdog for the rest of this test that prints the failure and every thread's stack and ends
+    the run; faulthandler backs it up in case the hung call holds the GIL."""
+    global _watchdog
+    if _watchdog_fd is None:
+        return
+    _watchdog = threading.Timer(FAILED_TEARDOWN_LIMIT_S, _end_the_run, args=(node.nodeid, report.longreprtext))
+    _watchdog.daemon = True
+    _watchdog.start()
+    faulthandler.dump_traceback_later(FAILED_TEARDOWN_LIMIT_S + 30, exit=True, file=_watchdog_fd)
+
+
+def pytest_runtest_logfinish(nodeid, location) -> None:
+    global _watchdog
+    if _watchdog is not None:
+        _watchdog.cancel()
+        _watchdog = None
+    faulthandler.cancel_dump_traceback_later()
 
 
 def make_stats(**dims: int) -> dict[str, dict[str, list[float]]]:

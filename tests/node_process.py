@@ -1,22 +1,40 @@
 """Helpers the DDS tests share: a node run as its own process, stamps, and waiting for a condition.
 
-Every node under test runs as ``python -m sdm_controller.ros.<module> --ros-args ...`` with its
-output in a log file, inherits this run's ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and private
-``ROS_DOMAIN_ID`` (set by ``conftest``), uses one torch thread, and is always stopped (SIGINT, then
-SIGKILL) in the test's teardown.
+The test side gets its own rclpy context (:func:`ros_context`) and spins its nodes on a
+:class:`~sdm_controller.ros.spin_thread.SpinThread`. Every node under test runs as
+``python -m sdm_controller.ros.<module> --ros-args ...`` with its output in a log file, inherits
+this run's ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and private ``ROS_DOMAIN_ID`` (set by
+``conftest``), uses one torch thread, and is always stopped (SIGINT, then SIGKILL) in the test's
+teardown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NS = 1_000_000_000
+
+
+@contextlib.contextmanager
+def ros_context(domain_id: int | None = None) -> Iterator:
+    """A private rclpy context for the test side, shut down when the block ends."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)
 
 
 def stamp_ns(stamp) -> int:

@@ -1,4 +1,4 @@
-"""WorkerThreadsExecutor against rclpy's MultiThreadedExecutor: real rclpy, two contexts, DDS on localhost."""
+"""WorkerThreadsExecutor against rclpy's MultiThreadedExecutor, and SpinThread: real rclpy, DDS on localhost."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from node_process import ros_context  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
@@ -17,6 +18,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
 from sdm_controller.ros.executors import WorkerThreadsExecutor  # noqa: E402
+from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 
 TOPICS = 3
 RATE_HZ = 200.0
@@ -128,3 +130,27 @@ def test_fewer_than_two_threads_is_refused():
             WorkerThreadsExecutor(num_threads=1, context=context)
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_spin_thread_delivers_and_always_ends_when_closed():
+    """SpinThread: callbacks run, and close() returns True within a poll period however soon it is
+    called after the start (the window where rclpy's own shutdown can strand a spinning thread)."""
+    with ros_context() as context:
+        node = Node("spin_thread_probe", context=context)
+        received = threading.Event()
+        node.create_subscription(JointState, "spin_probe", lambda msg: received.set(), 10)
+        publisher = node.create_publisher(JointState, "spin_probe", 10)
+        spinner = SpinThread(node, poll_s=0.05)
+        deadline = time.monotonic() + 10
+        while not received.is_set() and time.monotonic() < deadline:
+            publisher.publish(JointState())
+            time.sleep(0.05)
+        assert received.is_set(), "no callback ran on the SpinThread"
+        assert spinner.close()
+        for delay in [0.0, 0.0005, 0.001, 0.002, 0.005] * 10:
+            spinner = SpinThread(node, poll_s=0.05)
+            time.sleep(delay)
+            start = time.monotonic()
+            assert spinner.close(), f"the spin thread did not end (closed {delay * 1e3:.1f} ms after start)"
+            assert time.monotonic() - start < 1.0
+        node.destroy_node()

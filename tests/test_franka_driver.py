@@ -29,9 +29,7 @@ pytest.importorskip("franky")
 pytest.importorskip("franky_sim")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from node_process import NS, REPO, NodeProcess, stamp_ns, wait_for  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from node_process import NS, REPO, NodeProcess, ros_context, stamp_ns, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -43,6 +41,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 from sdm_controller.control.chunk import finite_difference_velocities  # noqa: E402
 from sdm_controller.control.fr3 import ARM_ACCELERATION, FR3_ARM_JOINTS, FR3_GRIPPER_JOINT  # noqa: E402
 from sdm_controller.driver.sim_process import SimProcess  # noqa: E402
+from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -288,26 +287,18 @@ def sim(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def probe():
-    context = Context()
-    rclpy.init(context=context)
-    node = Node("franka_driver_tester", context=context)
-    stream_node = Node("franka_driver_tester_streams", context=context)
-    probe = Probe(node, stream_node)
-    executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
-    executors[0].add_node(node)
-    executors[1].add_node(stream_node)
-    spinners = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-    for spinner in spinners:
-        spinner.start()
-    try:
-        yield probe
-    finally:
-        for executor, spinner in zip(executors, spinners, strict=True):
-            executor.shutdown()
-            spinner.join(5)
-        node.destroy_node()
-        stream_node.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with ros_context() as context:
+        node = Node("franka_driver_tester", context=context)
+        stream_node = Node("franka_driver_tester_streams", context=context)
+        probe = Probe(node, stream_node)
+        spinners = [SpinThread(node), SpinThread(stream_node)]
+        try:
+            yield probe
+        finally:
+            for spinner in spinners:
+                spinner.close()
+            node.destroy_node()
+            stream_node.destroy_node()
 
 
 @pytest.fixture(scope="module")

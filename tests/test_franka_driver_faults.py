@@ -21,15 +21,15 @@ pytest.importorskip("franky")
 pytest.importorskip("franky_sim")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from node_process import REPO, NodeProcess, stamp_ns, wait_for  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from node_process import REPO, NodeProcess, ros_context, stamp_ns, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from test_franka_driver import CHUNK_PERIOD_NS, MS, Reference, driver_process, franky_sim, make_chunk  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -61,10 +61,7 @@ class Watcher:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.chunks = self.node.create_publisher(JointTrajectory, "action_chunk", QoSProfile(depth=10))
         self.recover = self.node.create_client(Trigger, f"{NODE2}/recover")
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = SpinThread(self.node)
 
     def _on_state(self, msg: JointState) -> None:
         with self.lock:
@@ -110,8 +107,7 @@ class Watcher:
             time.sleep(0.1)
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(5)
+        self.spinner.close()
         self.node.destroy_node()
 
 
@@ -130,14 +126,12 @@ def sim2(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def watcher():
-    context = Context()
-    rclpy.init(context=context)
-    watcher = Watcher(context)
-    try:
-        yield watcher
-    finally:
-        watcher.close()
-        rclpy.try_shutdown(context=context)
+    with ros_context() as context:
+        watcher = Watcher(context)
+        try:
+            yield watcher
+        finally:
+            watcher.close()
 
 
 def start_driver2(log: Path, faulty: bool = False) -> NodeProcess:

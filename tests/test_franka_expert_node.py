@@ -11,9 +11,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import Point, PointStamped  # noqa: E402
-from node_process import NodeProcess, stamp_ns, wait_for  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from node_process import NodeProcess, ros_context, stamp_ns, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -21,6 +19,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_JOINTS  # noqa: E402
 from sdm_controller.ros.mujoco_bridge import LATCHED_QOS  # noqa: E402
 from sdm_controller.ros.policy_node import COMMAND_QOS, SENSOR_QOS  # noqa: E402
+from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 from sdm_controller.sim.franka_ik import TcpKinematics  # noqa: E402
 from sdm_controller.sim.franka_scene import HOME_Q, work_cell_model  # noqa: E402
 
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.ros
 
 
 class Probe:
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context) -> None:
         self.node = Node("expert_probe", context=context)
         self.lock = threading.Lock()
         self.chunks: list[tuple[float, JointTrajectory]] = []
@@ -62,24 +61,22 @@ class Probe:
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
-    context = Context()
-    rclpy.init(context=context)
-    probe = Probe(context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe.node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    expert = NodeProcess("franka_expert", tmp_path_factory.mktemp("logs") / "franka_expert.log")
-    try:
-        wait_for(lambda: "waiting for 'task/goal'" in expert.log_path.read_text(), 60, "the expert's start", expert.log)
-        probe.log = expert.log
-        yield probe
-    finally:
-        assert expert.stop() == 0, expert.log()
-        executor.shutdown()
-        spinner.join(5)
-        probe.node.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with ros_context() as context:
+        probe = Probe(context)
+        spinner = SpinThread(probe.node)
+        expert = NodeProcess("franka_expert", tmp_path_factory.mktemp("logs") / "franka_expert.log")
+
+        def started() -> bool:
+            return "waiting for 'task/goal'" in expert.log_path.read_text()
+
+        try:
+            wait_for(started, 60, "the expert's start", expert.log)
+            probe.log = expert.log
+            yield probe
+        finally:
+            assert expert.stop() == 0, expert.log()
+            spinner.close()
+            probe.node.destroy_node()
 
 
 def test_refuses_without_a_goal_then_plans_toward_it(probe):

@@ -23,9 +23,7 @@ franky = pytest.importorskip("franky")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
-from node_process import REPO, NodeProcess, stamp_ns, wait_for  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from node_process import REPO, NodeProcess, ros_context, stamp_ns, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -34,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 from sdm_controller.sim.franka_ik import TcpKinematics  # noqa: E402
 from sdm_controller.sim.franka_scene import HOME_Q, work_cell_model  # noqa: E402
 
@@ -124,21 +123,15 @@ def kinematics() -> TcpKinematics:
 # -- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ros():
-    context = Context()
-    rclpy.init(context=context)
-    node = Node("mujoco_bridge_tester", context=context)
-    recorder = Recorder(node)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        yield node, recorder
-    finally:
-        executor.shutdown()
-        spinner.join(5)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with ros_context() as context:
+        node = Node("mujoco_bridge_tester", context=context)
+        recorder = Recorder(node)
+        spinner = SpinThread(node)
+        try:
+            yield node, recorder
+        finally:
+            spinner.close()
+            node.destroy_node()
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from node_process import REPO, NodeProcess, stamp_ns, wait_for  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from node_process import REPO, NodeProcess, ros_context, stamp_ns, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -33,6 +31,7 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from sdm_controller.control.test_artifacts import FR3_JOINTS, joint_limits, make_test_artifact  # noqa: E402
+from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -164,24 +163,18 @@ def artifacts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ros(artifacts):
     """Test-side node (own context, executor thread), a feeder and a recorder."""
-    context = Context()
-    rclpy.init(context=context, domain_id=DOMAIN_ID)
-    node = Node("policy_node_tester", context=context)
-    recorder = Recorder(node)
-    bad_recorder = Recorder(node, "bad/action_chunk")
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    feeder = Feeder(node)
-    try:
-        yield node, feeder, recorder, bad_recorder
-    finally:
-        feeder.stop()
-        executor.shutdown()
-        spinner.join(5)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with ros_context(DOMAIN_ID) as context:
+        node = Node("policy_node_tester", context=context)
+        recorder = Recorder(node)
+        bad_recorder = Recorder(node, "bad/action_chunk")
+        spinner = SpinThread(node)
+        feeder = Feeder(node)
+        try:
+            yield node, feeder, recorder, bad_recorder
+        finally:
+            feeder.stop()
+            spinner.close()
+            node.destroy_node()
 
 
 @pytest.fixture(scope="module")
@@ -475,36 +468,30 @@ def test_failed_background_load_keeps_the_running_engine_and_reverts(artifacts, 
     from sdm_controller.ros import policy_node as module
 
     a, b = artifacts
-    context = Context()
-    rclpy.init(context=context, domain_id=DOMAIN_ID)
-    node = module.PolicyNode("policy_node_revert", context=context,
-                             cli_args=["--ros-args", "-r", "action_chunk:=revert/action_chunk"],
-                             parameter_overrides=[Parameter("artifact", value=str(a))])
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        wait_for(lambda: node.controller.policy is not None, 60, "the first engine")
-        first = node.controller.policy.runner
+    with ros_context(DOMAIN_ID) as context:
+        node = module.PolicyNode("policy_node_revert", context=context,
+                                 cli_args=["--ros-args", "-r", "action_chunk:=revert/action_chunk"],
+                                 parameter_overrides=[Parameter("artifact", value=str(a))])
+        spinner = SpinThread(node)
+        try:
+            wait_for(lambda: node.controller.policy is not None, 60, "the first engine")
+            first = node.controller.policy.runner
 
-        def broken_loader(settings):
-            raise RuntimeError("CUDA out of memory (simulated)")
+            def broken_loader(settings):
+                raise RuntimeError("CUDA out of memory (simulated)")
 
-        monkeypatch.setattr(module, "load_runner", broken_loader)
-        result = node.set_parameters([Parameter("artifact", value=str(b)), Parameter("executed_steps", value=3)])
-        assert [r.successful for r in result] == [True, True]
-        wait_for(lambda: node.get_parameter("artifact").value == str(a), 10, "the artifact parameter set back")
-        assert "CUDA out of memory (simulated)" in node.controller.error
-        assert node.controller.policy.runner is first
-        assert node.get_parameter("executed_steps").value == 3  # its own change was fine and stays
-        monkeypatch.undo()
-        assert node.set_parameters([Parameter("artifact", value=str(b))])[0].successful
-        wait_for(lambda: node.controller.policy is not None and node.controller.policy.interface.artifact == str(b),
-                 60, "the swap to artifact b")
-    finally:
-        executor.shutdown()
-        spinner.join(5)
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+            monkeypatch.setattr(module, "load_runner", broken_loader)
+            result = node.set_parameters([Parameter("artifact", value=str(b)), Parameter("executed_steps", value=3)])
+            assert [r.successful for r in result] == [True, True]
+            wait_for(lambda: node.get_parameter("artifact").value == str(a), 10, "the artifact parameter set back")
+            assert "CUDA out of memory (simulated)" in node.controller.error
+            assert node.controller.policy.runner is first
+            assert node.get_parameter("executed_steps").value == 3  # its own change was fine and stays
+            monkeypatch.undo()
+            assert node.set_parameters([Parameter("artifact", value=str(b))])[0].successful
+            wait_for(lambda: node.controller.policy is not None and node.controller.policy.interface.artifact == str(b),
+                     60, "the swap to artifact b")
+        finally:
+            spinner.close()
+            node.close()
+            node.destroy_node()

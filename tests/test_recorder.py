@@ -24,9 +24,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from node_process import REPO, NodeProcess, wait_for  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from node_process import REPO, NodeProcess, ros_context, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -36,6 +34,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from sdm_controller.control.fr3 import FR3_JOINTS  # noqa: E402
 from sdm_controller.data.episodes import EpisodeSet, load_episodes, save_episodes  # noqa: E402
 from sdm_controller.data.recording import RecorderSettings  # noqa: E402
+from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -158,23 +157,17 @@ class Diagnostics:
 
 @pytest.fixture(scope="module")
 def ros():
-    context = Context()
-    rclpy.init(context=context)
-    node = Node("recorder_tester", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    diagnostics = Diagnostics(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    robot = Robot(node)
-    try:
-        yield node, robot, diagnostics
-    finally:
-        robot.stop()
-        executor.shutdown()
-        spinner.join(5)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with ros_context() as context:
+        node = Node("recorder_tester", context=context)
+        diagnostics = Diagnostics(node)
+        spinner = SpinThread(node)
+        robot = Robot(node)
+        try:
+            yield node, robot, diagnostics
+        finally:
+            robot.stop()
+            spinner.close()
+            node.destroy_node()
 
 
 class Services:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool
@@ -44,6 +43,7 @@ from sdm_controller.errors import SdmError
 from sdm_controller.ros.conversions import image_fields, stamp_to_ns
 from sdm_controller.ros.mujoco_bridge import LATCHED_QOS
 from sdm_controller.ros.policy_node import COMMAND_QOS
+from sdm_controller.ros.spin_thread import SpinThread
 
 DRIVER_STATUS = "franka_driver: driver"
 BRIDGE_STATUS = "mujoco_bridge: simulation"
@@ -100,10 +100,7 @@ class EpisodeClient:
         self._start_client = node.create_client(Trigger, "recorder/start_episode")
         self._stop_client = node.create_client(Trigger, "recorder/stop_episode")
         self._discard_client = node.create_client(Trigger, "recorder/discard_episode")
-        self._executor = SingleThreadedExecutor(context=context)
-        self._executor.add_node(node)
-        self._spinner = threading.Thread(target=self._executor.spin, name="episode-client", daemon=True)
-        self._spinner.start()
+        self._spinner = SpinThread(node, name="episode-client")
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_success(self, msg: Bool) -> None:
@@ -266,6 +263,5 @@ class EpisodeClient:
             time.sleep(0.02)
 
     def close(self) -> None:
-        self._executor.shutdown()
-        self._spinner.join(5)
+        self._spinner.close()
         self.node.destroy_node()
