@@ -76,7 +76,7 @@ def pytest_exception_interact(node, call, report) -> None:
     watchdog for the rest of this test that prints the failure and every thread's stack and ends
     the run; faulthandler backs it up in case the hung call holds the GIL."""
     global _watchdog
-    if _watchdog_fd is None:
+    if _watchdog_fd is None or not isinstance(node, pytest.Item):  # a collection error has no teardown
         return
     _watchdog = threading.Timer(FAILED_TEARDOWN_LIMIT_S, _end_the_run, args=(node.nodeid, report.longreprtext))
     _watchdog.daemon = True
