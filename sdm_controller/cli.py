@@ -283,6 +283,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     lat.add_argument("--device", default="cpu")
     lat.add_argument("--threads", type=int, default=1)
     lat.add_argument("--rounds", type=int, default=12)
+    lat.add_argument("--pair", nargs=2, metavar=("TEACHER", "ONE_STEP"), default=None,
+                     help="a trained teacher and its one-step artifact, measured instead of --sizes/--conditioning")
     lat.set_defaults(run="latency")
     i = kinds.add_parser("image", help="image observations end to end: collect, train briefly, evaluate")
     i.add_argument("--out", default="benchmarks/results/image_metaworld.json")

@@ -37,6 +37,23 @@ def ros_context(domain_id: int | None = None) -> Iterator:
         rclpy.try_shutdown(context=context)
 
 
+@contextlib.contextmanager
+def spun_node(name: str, domain_id: int | None = None) -> Iterator:
+    """A test-side node in a context of its own, spun on a SpinThread for the block."""
+    from rclpy.node import Node
+
+    from sdm_controller.ros.spin_thread import SpinThread
+
+    with ros_context(domain_id) as context:
+        node = Node(name, context=context)
+        spinner = SpinThread(node)
+        try:
+            yield node
+        finally:
+            spinner.close()
+            node.destroy_node()
+
+
 def stamp_ns(stamp) -> int:
     return stamp.sec * NS + stamp.nanosec
 

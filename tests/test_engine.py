@@ -36,6 +36,9 @@ from sdm_controller.runtime.export import export_onnx
 # minutes on a 2-core CI CPU. It is the same module class as dp with wider channels.
 PRESETS = ("tiny", "small", "dp")
 CONDITIONINGS = ("state", "image")
+#: (preset, conditioning) pairs of the parity tests: ResNet-18 images with every preset, and the small
+#: convnet image encoder (what the shipped Franka policy uses) with the tiny UNet
+PARITY_CASES = [(p, c) for p in PRESETS for c in CONDITIONINGS] + [("tiny", "convnet")]
 TOLERANCE = 1e-4  # fp32 torch vs onnxruntime, un-normalized actions
 
 #: per preset: teacher parameterisation, teacher sampler, one-step generator settings (covering
@@ -53,9 +56,11 @@ def stats() -> dict:
 
 
 def make_config(preset: str, conditioning: str, prediction: str = "sample") -> DiffusionConfig:
-    cameras = {"cam0": (3, 96, 96), "cam1": (3, 96, 96)} if conditioning == "image" else {}
+    """``conditioning``: ``state``, ``image`` (two ResNet-18 cameras) or ``convnet`` (the same, small convnet)."""
+    cameras = {"cam0": (3, 96, 96), "cam1": (3, 96, 96)} if conditioning != "state" else {}
+    encoder = "convnet" if conditioning == "convnet" else "resnet18"
     return DiffusionConfig(obs=ObservationSpec(low_dim={"agent_pos": 4}, cameras=cameras), unet_preset=preset,
-                           prediction_type=prediction)
+                           prediction_type=prediction, image_encoder=encoder)
 
 
 def make_teacher(preset: str, conditioning: str, prediction: str = "sample", seed: int = 0) -> DiffusionPolicy:
@@ -97,8 +102,7 @@ class Case:
     obs: dict[str, np.ndarray]
 
 
-@pytest.fixture(scope="module", params=[(p, c) for p in PRESETS for c in CONDITIONINGS],
-                ids=[f"{p}-{c}" for p in PRESETS for c in CONDITIONINGS])
+@pytest.fixture(scope="module", params=PARITY_CASES, ids=[f"{p}-{c}" for p, c in PARITY_CASES])
 def case(request, tmp_path_factory) -> Case:
     """A teacher and a one-step artifact with the same weights, both exported to ONNX."""
     preset, conditioning = request.param

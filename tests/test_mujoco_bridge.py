@@ -23,7 +23,7 @@ franky = pytest.importorskip("franky")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
-from node_process import REPO, NodeProcess, ros_context, stamp_ns, wait_for  # noqa: E402
+from node_process import REPO, NodeProcess, spun_node, stamp_ns, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -32,7 +32,6 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 from sdm_controller.sim.franka_ik import TcpKinematics  # noqa: E402
 from sdm_controller.sim.franka_scene import HOME_Q, work_cell_model  # noqa: E402
 
@@ -123,15 +122,8 @@ def kinematics() -> TcpKinematics:
 # -- fixtures ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ros():
-    with ros_context() as context:
-        node = Node("mujoco_bridge_tester", context=context)
-        recorder = Recorder(node)
-        spinner = SpinThread(node)
-        try:
-            yield node, recorder
-        finally:
-            spinner.close()
-            node.destroy_node()
+    with spun_node("mujoco_bridge_tester") as node:
+        yield node, Recorder(node)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from node_process import REPO, NodeProcess, ros_context, stamp_ns, wait_for  # noqa: E402
+from node_process import REPO, NodeProcess, ros_context, spun_node, stamp_ns, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -163,18 +163,12 @@ def artifacts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ros(artifacts):
     """Test-side node (own context, executor thread), a feeder and a recorder."""
-    with ros_context(DOMAIN_ID) as context:
-        node = Node("policy_node_tester", context=context)
-        recorder = Recorder(node)
-        bad_recorder = Recorder(node, "bad/action_chunk")
-        spinner = SpinThread(node)
+    with spun_node("policy_node_tester", DOMAIN_ID) as node:
         feeder = Feeder(node)
         try:
-            yield node, feeder, recorder, bad_recorder
+            yield node, feeder, Recorder(node), Recorder(node, "bad/action_chunk")
         finally:
             feeder.stop()
-            spinner.close()
-            node.destroy_node()
 
 
 @pytest.fixture(scope="module")

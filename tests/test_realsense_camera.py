@@ -25,12 +25,11 @@ rclpy = pytest.importorskip("rclpy")
 rs = pytest.importorskip("pyrealsense2")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from node_process import ros_context  # noqa: E402
+from node_process import spun_node  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 from sdm_controller.sensors.synthetic_recording import (  # noqa: E402
     DEPTH_BASE_MM,
     color_number,
@@ -124,15 +123,8 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def ros():
-    with ros_context() as context:
-        node = Node("realsense_camera_tester", context=context)
-        recorder = Recorder(node)
-        spinner = SpinThread(node)
-        try:
-            yield node, recorder
-        finally:
-            spinner.close()
-            node.destroy_node()
+    with spun_node("realsense_camera_tester") as node:
+        yield node, Recorder(node)
 
 
 @pytest.fixture(scope="module")

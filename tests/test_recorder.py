@@ -24,7 +24,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from node_process import REPO, NodeProcess, ros_context, wait_for  # noqa: E402
+from node_process import REPO, NodeProcess, spun_node, wait_for  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -34,7 +34,6 @@ from std_srvs.srv import Trigger  # noqa: E402
 from sdm_controller.control.fr3 import FR3_JOINTS  # noqa: E402
 from sdm_controller.data.episodes import EpisodeSet, load_episodes, save_episodes  # noqa: E402
 from sdm_controller.data.recording import RecorderSettings  # noqa: E402
-from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -157,17 +156,13 @@ class Diagnostics:
 
 @pytest.fixture(scope="module")
 def ros():
-    with ros_context() as context:
-        node = Node("recorder_tester", context=context)
+    with spun_node("recorder_tester") as node:
         diagnostics = Diagnostics(node)
-        spinner = SpinThread(node)
         robot = Robot(node)
         try:
             yield node, robot, diagnostics
         finally:
             robot.stop()
-            spinner.close()
-            node.destroy_node()
 
 
 class Services:

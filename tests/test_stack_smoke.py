@@ -28,14 +28,13 @@ import yaml
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from node_process import ros_context  # noqa: E402
+from node_process import spun_node  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from sdm_controller.control.test_artifacts import FR3_ARM_JOINTS, make_test_artifact  # noqa: E402
-from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 from sdm_controller.stack.description import FRANKA, argument_values  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -139,15 +138,8 @@ def live(pids: set[int]) -> list[int]:
 
 @pytest.fixture
 def ros():
-    with ros_context() as context:
-        node = Node("stack_smoke_tester", context=context)
-        recorder = Recorder(node)
-        spinner = SpinThread(node)
-        try:
-            yield node, recorder
-        finally:
-            spinner.close()
-            node.destroy_node()
+    with spun_node("stack_smoke_tester") as node:
+        yield node, Recorder(node)
 
 
 def test_sim_stack_flows_at_configured_rates_and_ctrl_c_leaves_nothing(ros, tmp_path):

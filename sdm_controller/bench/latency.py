@@ -1,7 +1,9 @@
 """Latency of teacher DDPM-100, teacher DDIM-10 and the one-step policy, through the same Engine.
 
 For each UNet size and conditioning, one random-initialised teacher and a one-step generator with
-the same weights are saved and exported (latency does not depend on training). Every available
+the same weights are saved and exported (latency does not depend on training); ``--pair`` measures a
+given trained pair instead (a teacher and its one-step generator, e.g. the shipped Franka policy),
+through copies exported in the work folder. Every available
 backend runs all three in one process, interleaved round-robin (each round: DDPM-100 once,
 DDIM-10 a few times, one-step many times), so machine noise hits every method alike and the
 speed-up ratios are taken inside one run. GPU timings synchronise before reading the clock (the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from sdm_controller.bench.machine import describe_machine
+from sdm_controller.errors import ConfigError
 from sdm_controller.policy.configuration_diffusion import DiffusionConfig, ObservationSpec
 from sdm_controller.policy.modeling_diffusion import DiffusionPolicy
 from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
@@ -52,6 +56,33 @@ def make_pair(work: Path, size: str, conditioning: str) -> tuple[Path, Path]:
     for path in (teacher_path, one_step_path):
         export_onnx(path, verify=False)
     return teacher_path, one_step_path
+
+
+def given_pair(work: Path, teacher: str | Path, one_step: str | Path) -> tuple[str, str, ObservationSpec, Path, Path]:
+    """A trained teacher and its one-step generator, copied into ``work`` and exported to ONNX there (the
+    given folders, such as the shipped ``models/``, stay as they are).
+
+    Returns the case's labels (the UNet preset; ``image`` or ``state``), the observation spec and the copies.
+    """
+    from sdm_controller.runtime.artifact import read_meta
+    from sdm_controller.runtime.export import export_onnx
+
+    copies, metas = [], []
+    for given, kind in ((Path(teacher), "teacher"), (Path(one_step), "one-step")):
+        meta = read_meta(given)
+        if meta["kind"] != kind:
+            raise ConfigError(f"--pair: '{given}' is a {meta['kind']} artifact; expected a {kind} artifact there")
+        copy = work / "pair" / kind
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(given, copy)
+        export_onnx(copy, verify=False)
+        copies.append(copy)
+        metas.append(meta)
+    if metas[0]["policy"]["obs"] != metas[1]["policy"]["obs"]:
+        raise ConfigError(f"--pair: '{teacher}' and '{one_step}' observe different things; give a teacher and "
+                          "the generator distilled from it")
+    spec = ObservationSpec(**metas[0]["policy"]["obs"])
+    return metas[1]["policy"]["unet_preset"], "image" if spec.cameras else "state", spec, copies[0], copies[1]
 
 
 def observation(config_spec: ObservationSpec, n_obs_steps: int = 2) -> dict[str, np.ndarray]:
@@ -98,40 +129,44 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     device = args.device
+    if args.pair:
+        cases = [given_pair(work, *args.pair)]
+    else:
+        cases = [(size, conditioning, CONDITIONINGS[conditioning], *make_pair(work, size, conditioning))
+                 for size in args.sizes for conditioning in args.conditioning]
     rows, samples = [], {}
-    for size in args.sizes:
-        for conditioning in args.conditioning:
-            teacher_path, one_step_path = make_pair(work, size, conditioning)
-            obs = observation(CONDITIONINGS[conditioning])
-            rounds = args.rounds if size != "dp" else max(3, args.rounds // 3)
-            for backend in args.backends or available_backends(device):
-                engines = {}
-                for name, method, steps, _ in METHODS:
-                    path = one_step_path if name == "one-step" else teacher_path
-                    engines[name] = Engine.load(path, backend=backend, device=device, steps=steps,
-                                                method=method or "ddim", threads=args.threads)
-                times = measure(engines, obs, rounds)
-                for name, _, _, _ in METHODS:
-                    total = np.asarray(times[name]["total"])
-                    samples[(backend, size, conditioning, name)] = total
-                    rows.append({
-                        "backend": engines[name].backend_name,
-                        "method": name,
-                        "size": size,
-                        "conditioning": conditioning,
-                        "p50_ms": float(np.median(total)),
-                        "p99_ms": float(np.percentile(total, 99)),
-                        "n": int(total.size),
-                        "encoder_ms_p50": float(np.median(times[name]["encoder"])),
-                        "generator_ms_p50": float(np.median(times[name]["generator"])),
-                    })
-                print_rows(rows[-3:])
+    for size, conditioning, spec, teacher_path, one_step_path in cases:
+        obs = observation(spec)
+        rounds = args.rounds if size != "dp" else max(3, args.rounds // 3)
+        for backend in args.backends or available_backends(device):
+            engines = {}
+            for name, method, steps, _ in METHODS:
+                path = one_step_path if name == "one-step" else teacher_path
+                engines[name] = Engine.load(path, backend=backend, device=device, steps=steps,
+                                            method=method or "ddim", threads=args.threads)
+            times = measure(engines, obs, rounds)
+            for name, _, _, _ in METHODS:
+                total = np.asarray(times[name]["total"])
+                samples[(backend, size, conditioning, name)] = total
+                rows.append({
+                    "backend": engines[name].backend_name,
+                    "method": name,
+                    "size": size,
+                    "conditioning": conditioning,
+                    "p50_ms": float(np.median(total)),
+                    "p99_ms": float(np.percentile(total, 99)),
+                    "n": int(total.size),
+                    "encoder_ms_p50": float(np.median(times[name]["encoder"])),
+                    "generator_ms_p50": float(np.median(times[name]["generator"])),
+                })
+            print_rows(rows[-3:])
     summary = summarize(rows)
     result = {
         "machine": describe_machine(),
         "command": "python -m sdm_controller " + " ".join(sys.argv[1:]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "settings": {"device": device, "threads": args.threads, "rounds": args.rounds},
+        "settings": {"device": device, "threads": args.threads, "rounds": args.rounds,
+                     "pair": [str(Path(p).resolve()) for p in args.pair] if args.pair else None},
         "summary": summary,
         "rows": rows,
     }

@@ -38,5 +38,9 @@ class ConvNetEncoder(nn.Module):
         self.pool = SpatialSoftmax(4 * width, feature_dim // 2)
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
 
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """The feature map before the keypoint head (the exported graphs pool it themselves)."""
+        return self.layers((image - self.mean) / 0.5)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.layers((image - self.mean) / 0.5))
+        return self.pool(self.features(image))

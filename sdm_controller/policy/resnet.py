@@ -76,5 +76,9 @@ class ResNet18Encoder(nn.Module):
         self.pool = SpatialSoftmax(512, feature_dim // 2)
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
 
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """The feature map before the keypoint head (the exported graphs pool it themselves)."""
+        return self.stages(self.stem((image - self.mean) / 0.5))
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.stages(self.stem((image - self.mean) / 0.5)))
+        return self.pool(self.features(image))

@@ -65,7 +65,7 @@ class EncoderGraph(nn.Module):
     """Raw observation tensors (1, To, ...) in :func:`observation_inputs` order → (1, cond_dim).
 
     Computes what ``policy.condition`` computes (normalize, uint8 HWC → [0, 1] CHW, centre crop,
-    ``ObservationEncoder`` with its ResNet trunks) with every size fixed at construction: the
+    ``ObservationEncoder`` with its image trunks) with every size fixed at construction: the
     TorchScript tracer turns sizes into tensors, which ``crop_images``' Python arithmetic cannot
     take and which make ``SpatialSoftmax`` export float64 ops. The engine's parity tests compare
     this graph with ``policy.condition``.
@@ -93,7 +93,7 @@ class EncoderGraph(nn.Module):
             param = next(trunk.parameters())
             with torch.no_grad():
                 probe = torch.zeros(1, 3, kept.shape[2], kept.shape[3], dtype=param.dtype, device=param.device)
-                fh, fw = trunk.stages(trunk.stem(probe)).shape[-2:]
+                fh, fw = trunk.features(probe).shape[-2:]
             self.pools[name] = _StaticSpatialSoftmax(trunk.pool, int(fh), int(fw))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ class EncoderGraph(nn.Module):
             top, left, ch, cw = self.crops[name]
             flat = flat[:, :, top : top + ch, left : left + cw]
             trunk = self.encoder.cameras[name]
-            keypoints = self.pools[name](trunk.stages(trunk.stem((flat - trunk.mean) / 0.5)))
+            keypoints = self.pools[name](trunk.features(flat))
             features.append(keypoints.reshape(1, self.n_obs_steps, -1))
         return torch.cat(features, dim=-1).flatten(1)
 
