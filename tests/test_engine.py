@@ -371,6 +371,28 @@ def test_export_command(tmp_path, capsys) -> None:
         assert "torch_tensorrt" in capsys.readouterr().err
 
 
+def test_latency_benchmark_of_a_given_pair(tmp_path, capsys) -> None:
+    """``bench latency --pair``: a trained teacher and its generator measured in one run, on copies (the
+    given folders get no export); a swapped pair or two unrelated policies are refused."""
+    teacher = make_teacher("tiny", "convnet")
+    teacher_dir = save_artifact(tmp_path / "teacher", teacher, "teacher", provenance={})
+    one_step_dir = save_one_step(tmp_path / "one_step", make_one_step(teacher, GeneratorSpec(timestep=100)))
+    out = tmp_path / "latency.json"
+    args = ["bench", "latency", "--work", str(tmp_path / "work"), "--out", str(out), "--rounds", "1"]
+    assert main([*args, "--pair", str(teacher_dir), str(one_step_dir)]) == 0
+    result = json.loads(out.read_text())
+    assert {(r["backend"], r["method"]) for r in result["rows"]} == {
+        (b, m) for b in ("torch", "onnxruntime") for m in ("teacher-ddpm100", "teacher-ddim10", "one-step")}
+    assert {(r["size"], r["conditioning"]) for r in result["rows"]} == {("tiny", "image")}
+    assert all(item["speedup_vs_ddpm100"] > 1 for item in result["summary"])
+    assert out.with_suffix(".png").is_file() and not (teacher_dir / "onnx.json").exists()
+    assert main([*args, "--pair", str(one_step_dir), str(teacher_dir)]) == 2
+    assert "is a one-step artifact; expected a teacher" in capsys.readouterr().err
+    other = save_artifact(tmp_path / "other", make_teacher("tiny", "state"), "teacher", provenance={})
+    assert main([*args, "--pair", str(other), str(one_step_dir)]) == 2
+    assert "observe different things" in capsys.readouterr().err
+
+
 # -- TensorRT -------------------------------------------------------------------------------
 
 
