@@ -1,13 +1,12 @@
 """Latency of teacher DDPM-100, teacher DDIM-10 and the one-step policy, through the same Engine.
 
 For each UNet size and conditioning, one random-initialised teacher and a one-step generator with
-the same weights are saved and exported (latency does not depend on training); ``--pair`` measures a
-given trained pair instead (a teacher and its one-step generator, e.g. the shipped Franka policy),
-through copies exported in the work folder. Every available
-backend runs all three in one process, interleaved round-robin (each round: DDPM-100 once,
-DDIM-10 a few times, one-step many times), so machine noise hits every method alike and the
-speed-up ratios are taken inside one run. GPU timings synchronise before reading the clock (the
-Engine does this for its timing and its output copy).
+the same weights are saved and exported (latency does not depend on training); ``--pair`` measures
+a given trained pair instead (a teacher and its one-step generator, e.g. the shipped Franka policy)
+through copies exported in the work folder. Every available backend runs all three in one process,
+interleaved round-robin (each round: DDPM-100 once, DDIM-10 a few times, one-step many times), so
+machine noise hits every method alike and the speed-up ratios are taken inside one run. GPU
+timings synchronise before reading the clock (the Engine does this for its timing and its output copy).
 """
 
 from __future__ import annotations
