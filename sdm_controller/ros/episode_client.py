@@ -199,9 +199,9 @@ class EpisodeClient:
     def run_episode(self, index: int, timeout_s: float, record: bool = False, capture: bool = False) -> EpisodeResult:
         """One episode; raises :class:`SdmError` when a node does not answer or refuses.
 
-        Recording starts before the recovery, while the faulted driver holds the arm at home, so
-        every episode's first frame is the home pose (after the recovery the arm moves within a
-        chunk period, sooner than a service round trip and the recorder's next frame)."""
+        Recording starts before the recovery, while the faulted driver holds the arm at home, and the
+        recorder answers ``start_episode`` once the episode's first frame is in: so that frame is the
+        home pose (after the recovery the arm moves within a chunk period)."""
         with self._lock:
             self._distances.clear()
         reply = self._call(self._reset_client, "task reset")

@@ -301,9 +301,17 @@ class RecorderNode(Node):
             except SdmError as exc:
                 return _reply(response, False, str(exc))
             self._episode_index += 1
+            # Answer once the first frame is in, so that a caller who starts the motion on this reply
+            # (an episode client recovering the robot, an operator) finds it in the episode.
+            settings = self.settings
+            deadline = time.monotonic() + settings.control_period_s + settings.max_age_s + 0.2
+            while self.core.frames == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            first = ("its first frame is in" if self.core.frames
+                     else f"no frame yet (last refusal: {self.core.last_refusal})")
             message = (
-                f"recording episode {self._episode_index} every {self.settings.control_period_s} s "
-                f"into '{self.output}' ({self._dataset})"
+                f"recording episode {self._episode_index} every {settings.control_period_s} s "
+                f"into '{self.output}' ({self._dataset}); {first}"
             )
             self.get_logger().info(message)
             return _reply(response, True, message)
