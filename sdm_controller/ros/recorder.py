@@ -17,7 +17,8 @@ Topics (relative, remappable): ``<camera>/image_raw`` (``sensor_msgs/Image``) pe
 Every decision (which frame, which joint state, which action, when a sample is refused, how an
 episode joins a dataset) is in :mod:`sdm_controller.data.recording`; this node converts messages,
 polls the core four times per ``control_period_s`` (frames are taken by stamp, one per period)
-and answers the services. ``stop_episode`` stops sampling, lets the polls complete the frames
+and answers the services. ``start_episode`` answers once the episode's first frame is in (or
+says why none is). ``stop_episode`` stops sampling, lets the polls complete the frames
 still waiting for their action (at most
 ``control_period_s + max_age_s``), and appends the episode to ``output`` before it answers. If
 the save fails (e.g. ``output`` holds a dataset with another spec), the episode is kept: set
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -303,18 +305,22 @@ class RecorderNode(Node):
             self._episode_index += 1
             # Answer once the first frame is in, so that a caller who starts the motion on this reply
             # (an episode client recovering the robot, an operator) finds it in the episode.
-            settings = self.settings
-            deadline = time.monotonic() + settings.control_period_s + settings.max_age_s + 0.2
-            while self.core.frames == 0 and time.monotonic() < deadline:
-                time.sleep(0.005)
+            self._wait_for_polls(lambda: self.core.frames > 0)
             first = ("its first frame is in" if self.core.frames
                      else f"no frame yet (last refusal: {self.core.last_refusal})")
             message = (
-                f"recording episode {self._episode_index} every {settings.control_period_s} s "
+                f"recording episode {self._episode_index} every {self.settings.control_period_s} s "
                 f"into '{self.output}' ({self._dataset}); {first}"
             )
             self.get_logger().info(message)
             return _reply(response, True, message)
+
+    def _wait_for_polls(self, done: Callable[[], bool]) -> None:
+        """Let the poll timer complete frames until ``done()`` (a frame waits at most
+        ``control_period_s + max_age_s`` for its state and action; 0.2 s more for the poll itself)."""
+        deadline = time.monotonic() + self.settings.control_period_s + self.settings.max_age_s + 0.2
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._service_lock:
@@ -322,10 +328,7 @@ class RecorderNode(Node):
                 if not self.core.recording:
                     return _reply(response, False, "not recording: call start_episode first")
                 self.core.stop()
-                settings = self.settings
-                deadline = time.monotonic() + settings.control_period_s + settings.max_age_s + 0.2
-                while self.core.pending and time.monotonic() < deadline:
-                    time.sleep(0.01)  # the poll timer completes the frames waiting for their action
+                self._wait_for_polls(lambda: not self.core.pending)
                 episode = self.core.finish(self._now_ns())
                 if episode.frames == 0:
                     return _reply(
