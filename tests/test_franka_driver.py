@@ -363,12 +363,18 @@ def test_joint_states_at_100_hz_with_arm_and_gripper(probe, driver):
 
 def test_tracks_streamed_chunks_with_smooth_replacement(probe, driver):
     q0 = settle(probe)
+    # This test is about tracking and replacement, not the watchdog (tested below): a watchdog that outlasts
+    # any stall of this loaded machine keeps a late chunk from turning the run into a brake-and-restart
+    # (then the tracked path is the measured arm's, not the reference).
+    assert all(r.successful for r in probe.set_params(watchdog_ms=1500.0))
+    trips_before = int(probe.fresh_values()["watchdog trips"])
     # slow enough (0.16 rad/s peak) that a simulator at a fifth of real time still leaves velocity headroom
     reference = Reference(q0, probe.now() + 200 * MS, frequency=0.25, amplitude=AMPLITUDE * 0.7)
     sender = Sender(probe, reference)
     time.sleep(3.2)
     sender.stop()
     values = probe.fresh_values()
+    assert all(r.successful for r in probe.set_params(watchdog_ms=WATCHDOG_MS))
     start, end = reference.t0 + 300 * MS, sender.sent[-1]
     t, q, _, _ = probe.states_since(start)
     window = t < end
@@ -376,23 +382,27 @@ def test_tracks_streamed_chunks_with_smooth_replacement(probe, driver):
     moving = reference.amplitude > 0
     rms, worst = np.sqrt(np.mean(error[:, moving] ** 2)), np.max(np.abs(error))
     ct, q_desired, cv = probe.commanded_since(start)
-    tracking = ct < end  # afterwards the watchdog brakes (at the full acceleration limit)
+    tracking = ct < end  # afterwards the last chunk runs out
     ct, q_desired, cv = ct[tracking], q_desired[tracking], cv[tracking]
     planned = np.max(np.abs(q_desired - reference(ct)))
     jumps = np.abs(np.diff(cv, axis=0))
     rate = clock_rate(values)
+    trips = int(values["watchdog trips"]) - trips_before
     print(
         f"\ntracking: RMS {rms:.4f} rad, max {worst:.4f} rad over {np.count_nonzero(window)} joint states "
         f"(simulator at {rate:.2f}x real time); planned path off by {planned:.5f} rad; max commanded velocity "
-        f"step {np.max(jumps):.4f} rad/s; {values['chunks replaced']} chunks replaced"
+        f"step {np.max(jumps):.4f} rad/s; {len(sender.sent)} chunks sent (largest gap "
+        f"{np.max(np.diff(sender.sent)) / MS:.0f} ms), {values['chunks replaced']} replaced, {trips} watchdog trips, "
+        f"{values['rejected total']} rejected"
     )
+    assert trips == 0 and values["rejected total"] == "0", values
     # the path the driver tracks is the reference: chunk timing, latency compensation, joins
     assert planned < 0.003
     # the arm follows it; a simulator below real time moves slower than commanded (in wall time)
     allowance = lag_allowance(values, float(np.max(2 * np.pi * reference.frequency * reference.amplitude)))
     assert rms < 0.015 + 1.5 * allowance and worst < 0.04 + 3 * allowance, f"allowance {allowance:.3f}"
     assert np.all(jumps <= commanded_speed_bound(np.diff(ct) / NS))  # ~30 replacements, no velocity jump
-    assert int(values["chunks replaced"]) >= 20 and values["rejected total"] == "0"
+    assert int(values["chunks replaced"]) >= 20
     settle(probe)
 
 
@@ -603,7 +613,13 @@ def test_limits_clamp_whatever_the_chunk_says_and_apply_live(probe, driver):
         target[0] += 1.0  # far beyond the new limit, and far too fast
         target[1] -= 0.2
         start = probe.now()
-        for _ in range(12):
+        # 0.13 rad (the limit less the driver's 0.02 rad margin) at 0.3 rad/s: half a second of simulated
+        # time, some wall seconds when the simulator runs slow
+        began = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - began
+            if elapsed > 8.0 or (elapsed > 1.2 and probe.q()[0] > upper[0] - 0.025):
+                break
             now = probe.now()
             probe.chunks.publish(
                 make_chunk(
@@ -617,8 +633,9 @@ def test_limits_clamp_whatever_the_chunk_says_and_apply_live(probe, driver):
         t, q, dq, _ = probe.states_since(start)
         ct, _, cv = probe.commanded_since(start)
         print(
-            f"\nclamps: fr3_joint1 max {q[:, 0].max() - q0[0]:.4f} rad above start (limit 0.15), commanded "
-            f"|v| max {np.max(np.abs(cv)):.3f} (limit {0.6 * DYNAMICS}), measured |dq| max {np.max(np.abs(dq)):.3f}"
+            f"\nclamps: after {elapsed:.1f} s fr3_joint1 max {q[:, 0].max() - q0[0]:.4f} rad above start (limit 0.15), "
+            f"commanded |v| max {np.max(np.abs(cv)):.3f} (limit {0.6 * DYNAMICS}), "
+            f"measured |dq| max {np.max(np.abs(dq)):.3f}"
         )
         assert np.max(np.abs(cv)) <= 0.6 * DYNAMICS + 1e-9
         assert np.max(np.abs(dq)) <= 0.6 * DYNAMICS + 0.05
