@@ -292,6 +292,28 @@ def test_hold_on_request_brakes_to_rest():
     assert np.all(np.abs(np.diff([r[2] for r in rows], axis=0)) <= ARM_ACCELERATION * 0.005 + 1e-9)
 
 
+def test_a_stop_refuses_every_chunk_until_a_recovery_and_survives_a_reconnect():
+    core, arm = make_core(), Arm()
+    core.step(T0 - 5 * MS, arm.q, np.zeros(7))
+    run(core, arm, T0, 0.6, send=policy(core, T0))
+    core.stop("~/stop called")
+    t = T0 + 600 * MS
+
+    def offer(t_ns):
+        return core.offer_chunk(*chunk_args(line(), stamp=t_ns - 10 * MS), now_ns=t_ns)
+
+    # the policy keeps publishing fresh chunks: each is refused and the arm brakes to rest and stays
+    rows = run(core, arm, t, 0.5, send=lambda now: offer(now) if (now - t) % (100 * MS) == 0 else None)
+    assert core.at_rest and core.mode == HOLD and core.rejected["stopped"] == 5 and not rows[-1][4]
+    assert "~/recover" in core.last_rejection
+    core.reset("reconnected", t + 500 * MS)  # a reconnect does not release it
+    core.step(t + 505 * MS, arm.q, np.zeros(7))
+    assert offer(t + 520 * MS).reason == "stopped" and "stopped" in core.report(t).values[1][1]
+    core.reset("recovered from errors", t + 530 * MS, release_stop=True)
+    core.step(t + 535 * MS, arm.q, np.zeros(7))
+    assert offer(t + 550 * MS) is None and core.mode == TRACKING and not core.stopped
+
+
 def test_reset_waits_for_a_chunk_stamped_after_it():
     core, arm = make_core(), Arm()
     core.step(T0 - 5 * MS, arm.q, np.zeros(7))

@@ -52,6 +52,7 @@ WATCHDOG_MS = 400.0  # generous: on a loaded machine this process's 10 Hz chunks
 DYNAMICS = 0.5
 GAIN = 8.0  # position_gain in config/franka_driver.yaml
 STILL_RAD = 0.002
+HELD_RAD = 0.005  # a held arm, read once: fr3_joint7 chatters by about 2 mrad in franky-sim
 RATE_HZ = 200.0
 CHUNK_PERIOD_NS = 100 * MS
 AMPLITUDE = np.array([0.15, 0.15, 0.0, 0.15, 0.0, 0.15, 0.15])
@@ -107,6 +108,7 @@ class Probe:
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.chunks = node.create_publisher(JointTrajectory, "action_chunk", QoSProfile(depth=10))
         self.recover = node.create_client(Trigger, "franka_driver/recover")
+        self.stop = node.create_client(Trigger, "franka_driver/stop")
         self.params = AsyncParameterClient(node, "franka_driver")
 
     def _on_state(self, msg: JointState) -> None:
@@ -666,21 +668,29 @@ def test_gripper_follows_the_finger_joint(probe, driver):
     assert abs(fingers[-1, 0] - 0.01) < 0.002
 
 
-def test_recover_service_then_waits_for_a_fresh_chunk(probe, driver):
+def test_stop_holds_against_fresh_chunks_and_recover_then_waits_for_a_fresh_chunk(probe, driver):
     q0 = settle(probe)
-    assert probe.recover.wait_for_service(timeout_sec=10)
+    assert probe.recover.wait_for_service(timeout_sec=10) and probe.stop.wait_for_service(timeout_sec=10)
+    future = probe.stop.call_async(Trigger.Request())
+    wait_for(future.done, 15, "the ~/stop response", driver.log)
+    assert future.result().success and "~/recover" in future.result().message
+    # stopped: fresh chunks (as a policy keeps publishing them) do not move the arm
+    target = q0.copy()
+    target[0] += 0.05
+    stream_still(probe, target, 0.6)
+    assert np.max(np.abs(probe.q() - q0)) < HELD_RAD
+    values = probe.fresh_values()
+    assert int(values["rejected stopped"]) >= 3 and values["stopped"] == "~/stop called", values
     before_recover = probe.now()
     future = probe.recover.call_async(Trigger.Request())
     wait_for(future.done, 15, "the ~/recover response", driver.log)
     assert future.result().success, future.result().message
     values = probe.fresh_values()
-    assert values["mode"] == "idle" and "recovered" in values["hold reason"]
+    assert values["mode"] == "idle" and "recovered" in values["hold reason"] and not values["stopped"]
     # a chunk computed from an observation before the recovery must not move the arm
-    target = q0.copy()
-    target[0] += 0.05
     probe.chunks.publish(make_chunk(before_recover, np.repeat(target[None], 8, axis=0)))
     time.sleep(0.5)
-    assert np.max(np.abs(probe.q() - q0)) < 0.002
+    assert np.max(np.abs(probe.q() - q0)) < HELD_RAD
     assert int(probe.fresh_values()["rejected stamp_before_reset"]) >= 1
     stream_still(probe, target, 1.2)
     assert abs(probe.q()[0] - target[0]) < 0.01

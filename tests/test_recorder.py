@@ -325,6 +325,19 @@ def test_topic_commands_append_to_an_existing_dataset_and_a_mismatch_is_refused(
     assert load_episodes(other).num_episodes == 1
 
 
+def test_a_start_without_a_first_frame_is_refused_with_the_stream_ages(ros, start_recorder, tmp_path):
+    # camera 'side' is silent: no episode may start whose first frame is missing
+    process, call = start_recorder("rec_silent", "-p", f"output:={tmp_path / 'silent.zarr'}", "-p", "cameras:=[side]")
+    began = time.monotonic()
+    reply = call("start_episode")
+    assert not reply.success
+    assert time.monotonic() - began > 2.0  # it waited for the frame (START_WAIT_S) before refusing
+    assert "no frame recorded" in reply.message and "'camera side': 'never'" in reply.message, reply.message
+    assert "joint_states" in reply.message  # the streams that do flow are listed with their ages
+    assert not call("stop_episode").success  # nothing is being recorded
+    assert not (tmp_path / "silent.zarr").exists()
+
+
 def test_a_bad_parameter_is_a_fatal_start_error(tmp_path):
     log = tmp_path / "bad.log"
     with log.open("w") as out:

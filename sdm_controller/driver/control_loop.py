@@ -192,7 +192,7 @@ class ControlLoop:
         try:
             self.link.recover()
             self.fault = ""
-            self.core.reset("recovered from errors", self.clock_ns())
+            self.core.reset("recovered from errors", self.clock_ns(), release_stop=True)
             request[1] = (True, "recovered; the arm waits for a chunk stamped after now")
             self.log("info", "error recovery done; waiting for a fresh chunk")
         except (LinkDown, RobotFault) as exc:

@@ -6,8 +6,11 @@ Modes:
   so until a chunk stamped after that moment arrives;
 * ``tracking``: the running chunk's trajectory (see ``chunk_tracker``) is followed with
   ``v = dq_d(t + lookahead) + gain * (q_d(t) - q_measured)``;
-* ``hold``: a chunk was rejected, or the watchdog fired: the command brakes to zero velocity at
-  the full acceleration limits and the arm stays where it stopped. The watchdog fires early
+* ``hold``: a chunk was rejected, or the watchdog fired, or the driver was stopped: the command
+  brakes to zero velocity at the full acceleration limits and the arm stays where it stopped.
+  A stop (:meth:`DriverCore.stop`, the node's ``~/stop``) is latched: every chunk is refused until
+  a recovery (:meth:`DriverCore.reset` with ``release_stop``), so an operator or an evaluation
+  harness can hold the arm while a policy keeps publishing. The watchdog fires early
   enough for the command to be at rest ``watchdog_ms`` after the last chunk arrived (braking
   starts ``|v| / a_max`` before that), so a late chunk slows the arm down and a new one picks
   up from the commanded state without a jump.
@@ -72,6 +75,7 @@ class DriverCore:
         self._last_step_ns: int | None = None
         self._fresh_after_ns = -(2**62)  # chunks stamped before this are not fresh (after reset)
         self._reset_reason = ""
+        self.stopped = ""  # why the driver was stopped; chunks are refused until a recovery releases it
         self.accepted = 0
         self.replaced = 0
         self.skipped_points = 0
@@ -110,6 +114,10 @@ class DriverCore:
         """Run the chunk from now on, or reject it (then the arm holds); returns the rejection."""
         with self._lock:
             try:
+                if self.stopped:
+                    raise ChunkRejected(
+                        "stopped", f"the driver was stopped ({self.stopped}); call ~/recover to run chunks"
+                    )
                 if stamp_ns < self._fresh_after_ns:
                     raise ChunkRejected(
                         "stamp_before_reset",
@@ -149,6 +157,12 @@ class DriverCore:
         with self._lock:
             self._hold(reason)
 
+    def stop(self, reason: str) -> None:
+        """Brake to rest and refuse every chunk until a recovery (``reset(..., release_stop=True)``)."""
+        with self._lock:
+            self.stopped = reason
+            self._hold(f"stopped: {reason}")
+
     @property
     def at_rest(self) -> bool:
         """Nothing runs and the last command was zero velocity."""
@@ -161,10 +175,14 @@ class DriverCore:
         self.hold_reason = reason
         self._trajectory = self._chunk = None
 
-    def reset(self, reason: str, now_ns: int) -> None:
-        """Forget everything running (reconnect, recovery): at rest until a chunk stamped after now."""
+    def reset(self, reason: str, now_ns: int, release_stop: bool = False) -> None:
+        """Forget everything running (reconnect, fault, recovery): at rest until a chunk stamped after
+        now. Only a recovery (``release_stop``) ends a stop: a reconnect must not undo an operator's."""
         with self._lock:
-            self.mode, self.hold_reason = IDLE, reason
+            if release_stop:
+                self.stopped = ""
+            self.mode = IDLE
+            self.hold_reason = f"stopped: {self.stopped}" if self.stopped else reason
             self._trajectory = self._chunk = None
             self._v = np.zeros(7)
             self._q_desired = None
@@ -219,6 +237,7 @@ class DriverCore:
             values = [
                 ("mode", self.mode),
                 ("hold reason", self.hold_reason),
+                ("stopped", self.stopped),
                 ("chunks accepted", str(self.accepted)),
                 ("chunks replaced", str(self.replaced)),
                 ("chunk age_ms", "none" if age is None else f"{age / 1e6:.1f}"),

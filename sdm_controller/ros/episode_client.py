@@ -3,13 +3,15 @@
 :class:`EpisodeClient` is what ``collect franka-sim`` (and an evaluation) runs beside the nodes of
 the sim stack, talking to them only through their topics and services, as an operator would:
 
-1. ``mujoco_bridge/reset_task``: arm home, cube somewhere new. The reset stops the driver's
-   running motion, which franky reports as a robot fault;
-2. with recording, ``recorder/start_episode`` while the faulted driver holds the arm at home;
-3. ``franka_driver/recover``, and again whenever the driver's ``/diagnostics`` report a robot
+1. ``franka_driver/stop``: the driver brakes and refuses every chunk until a recovery, whatever
+   the expert or policy keeps publishing;
+2. ``mujoco_bridge/reset_task``: arm home, cube somewhere new. The reset also stops the driver's
+   running motion if it has one (it may be braking), which franky reports as a robot fault;
+3. with recording, ``recorder/start_episode`` while the stopped driver holds the arm at home;
+4. ``franka_driver/recover``, and again whenever the driver's ``/diagnostics`` report a robot
    fault stamped after the last recovery: the driver then waits for a chunk stamped after the
    recovery, so nothing planned before the reset moves the arm;
-4. the episode ends at ``task/success`` (the bridge's latched flag, true once the TCP held on the
+5. the episode ends at ``task/success`` (the bridge's latched flag, true once the TCP held on the
    cube for its hold time) or after ``timeout_s``; with recording, a successful episode is saved
    (``recorder/stop_episode``), a failed one discarded, so a dataset holds successes only.
 
@@ -54,6 +56,7 @@ BRIDGE_REPORT_S = 1.0  # the bridge's diagnostics period
 SERVICE_TIMEOUT_S = 30.0
 RESET_FAULT_S = 0.3  # the reset's fault reaches the driver within a few control periods
 CAPTURE_PERIOD_S = 0.5  # camera frames kept for an episode's image strip
+START_ATTEMPTS = 3  # recorder starts refused for want of a first frame before an episode gives up
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class EpisodeClient:
             node.create_subscription(Image, camera_topic, self._on_image, 1)
         self._reset_client = node.create_client(Trigger, "mujoco_bridge/reset_task")
         self._recover_client = node.create_client(Trigger, "franka_driver/recover")
+        self._halt_client = node.create_client(Trigger, "franka_driver/stop")
         self._start_client = node.create_client(Trigger, "recorder/start_episode")
         self._stop_client = node.create_client(Trigger, "recorder/stop_episode")
         self._discard_client = node.create_client(Trigger, "recorder/discard_episode")
@@ -157,7 +161,7 @@ class EpisodeClient:
 
     def wait_ready(self, record: bool, timeout_s: float = SERVICE_TIMEOUT_S) -> None:
         """Every service the episodes need is offered and chunks flow (the nodes are up)."""
-        clients = [self._reset_client, self._recover_client]
+        clients = [self._reset_client, self._recover_client, self._halt_client]
         if record:
             clients += [self._start_client, self._stop_client, self._discard_client]
         for client in clients:
@@ -199,11 +203,15 @@ class EpisodeClient:
     def run_episode(self, index: int, timeout_s: float, record: bool = False, capture: bool = False) -> EpisodeResult:
         """One episode; raises :class:`SdmError` when a node does not answer or refuses.
 
-        Recording starts before the recovery, while the faulted driver holds the arm at home, and the
+        Recording starts before the recovery, while the stopped driver holds the arm at home, and the
         recorder answers ``start_episode`` once the episode's first frame is in: so that frame is the
-        home pose (after the recovery the arm moves within a chunk period)."""
+        home pose (after the recovery the arm moves within a chunk period). A start refused for want
+        of that frame is tried again; the arm stays held meanwhile."""
         with self._lock:
             self._distances.clear()
+        stopped = self._call(self._halt_client, "driver stop")
+        if not stopped.success:
+            raise SdmError(f"the driver did not stop: {stopped.message}")
         reply = self._call(self._reset_client, "task reset")
         if not reply.success:
             raise SdmError(f"task reset failed: {reply.message}")
@@ -211,9 +219,7 @@ class EpisodeClient:
         reset_ns = self.node.get_clock().now().nanoseconds  # bridge reports stamped later are of this episode
         time.sleep(RESET_FAULT_S)
         if record:
-            started = self._call(self._start_client, "start recording")
-            if not started.success:
-                raise SdmError(f"the recorder did not start an episode: {started.message}")
+            self._start_recording()
         recovered_ns, recoveries = self._recover(), 1
         with self._lock:
             chunks_before = self._chunks
@@ -249,6 +255,20 @@ class EpisodeClient:
         closest = min((min(distance, closest) for _, distance, closest in reports), default=float("nan"))
         return EpisodeResult(index, success, duration, chunks, recoveries, message, latencies,
                              start_distance, closest, frames)
+
+    def _start_recording(self) -> None:
+        """``recorder/start_episode`` until its first frame is in (the arm must not move before).
+
+        The recorder refuses a start whose first frame did not come within its wait (on a loaded
+        machine the streams or its polls can be late); the arm is still held, so try again."""
+        messages = []
+        for _ in range(START_ATTEMPTS):
+            started = self._call(self._start_client, "start recording")
+            if started.success:
+                return
+            messages.append(started.message)
+            self.node.get_logger().warning(f"recorder start refused, trying again: {started.message}")
+        raise SdmError(f"the recorder did not start an episode in {START_ATTEMPTS} attempts: {messages}")
 
     def _bridge_reports(self, reset_ns: int, end_ns: int) -> list[tuple[int, float, float]]:
         """The bridge's task reports stamped after ``reset_ns``, once one stamped after ``end_ns`` is

@@ -18,6 +18,9 @@ Topics (relative, remappable):
 * service ``~/recover`` (``std_srvs/Trigger``): franky's error recovery; afterwards the arm
   waits for a chunk stamped after the recovery. The call blocks the node's ROS callbacks (at most
   10 s); chunks that arrive meanwhile are older than the recovery and are refused anyway.
+* service ``~/stop`` (``std_srvs/Trigger``): brake to rest and refuse every chunk (as rejected
+  ``stopped``) until ``~/recover``, whatever the policy keeps publishing: a soft stop for an
+  operator, and how an evaluation holds the arm between episodes. A reconnect keeps it.
 
 ROS callbacks run in a ``SingleThreadedExecutor`` (each is short); the control thread streams to
 franky and publishes the joint states on its own.
@@ -96,6 +99,7 @@ class FrankaDriver(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, COMMAND_QOS)
         self.create_service(Trigger, "~/recover", self._on_recover)
+        self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_timer(1.0, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -166,6 +170,13 @@ class FrankaDriver(Node):
     def _on_recover(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self.loop.recover()
         self.get_logger().info(f"~/recover: {response.message}")
+        return response
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.core.stop("~/stop called")
+        response.success = True
+        response.message = "stopped: the arm brakes to rest and every chunk is refused until ~/recover"
+        self.get_logger().info(f"~/stop: {response.message}")
         return response
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:

@@ -17,9 +17,11 @@ Topics (relative, remappable): ``<camera>/image_raw`` (``sensor_msgs/Image``) pe
 Every decision (which frame, which joint state, which action, when a sample is refused, how an
 episode joins a dataset) is in :mod:`sdm_controller.data.recording`; this node converts messages,
 polls the core four times per ``control_period_s`` (frames are taken by stamp, one per period)
-and answers the services. ``start_episode`` answers once the episode's first frame is in (or
-says why none is). ``stop_episode`` stops sampling, lets the polls complete the frames
-still waiting for their action (at most
+and answers the services. ``start_episode`` answers once the episode's first frame is in, so a
+caller may start the motion on its reply and the episode holds the pose before it; when no frame
+is in within ``START_WAIT_S`` (plus the time a frame may wait for its state and action) the start
+fails with the streams' ages and the refusals, and nothing is recorded. ``stop_episode`` stops
+sampling, lets the polls complete the frames still waiting for their action (at most
 ``control_period_s + max_age_s``), and appends the episode to ``output`` before it answers. If
 the save fails (e.g. ``output`` holds a dataset with another spec), the episode is kept: set
 ``output`` and call ``stop_episode`` again, or ``discard_episode``.
@@ -80,6 +82,7 @@ IMAGE_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT, histo
 THROTTLE_S = 5.0
 POLLS_PER_PERIOD = 4  # sample times are taken by stamp; polling often only shortens the wait
 LIVE = ("output", "task")
+START_WAIT_S = 2.0  # beyond a frame's own wait: a loaded machine delays the streams and polls
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
@@ -302,25 +305,40 @@ class RecorderNode(Node):
                 self.core.start(self._now_ns())
             except SdmError as exc:
                 return _reply(response, False, str(exc))
-            self._episode_index += 1
             # Answer once the first frame is in, so that a caller who starts the motion on this reply
-            # (an episode client recovering the robot, an operator) finds it in the episode.
-            self._wait_for_polls(lambda: self.core.frames > 0)
-            first = ("its first frame is in" if self.core.frames
-                     else f"no frame yet (last refusal: {self.core.last_refusal})")
+            # (an episode client recovering the robot, an operator) finds the pose before it in the
+            # episode. Without a frame the start fails: an episode whose beginning is missing is wrong data.
+            waited = self._wait_for_polls(lambda: self.core.frames > 0, START_WAIT_S)
+            if not self.core.frames:
+                refused = dict(self.core.refused)
+                self.core.discard()
+                ages = {name: "never" if age is None else f"{age:.0f} ms"
+                        for name, age in self.core.stream_ages_ms(self._now_ns()).items()}
+                message = (
+                    f"no frame recorded within {waited:.1f} s of the start, so no episode was started "
+                    f"(stream ages {ages}; refused samples {refused or 'none'}"
+                    f"{'; last: ' + self.core.last_refusal if refused else ''}); call start_episode again "
+                    "once the streams flow"
+                )
+                self.get_logger().warning(message)
+                return _reply(response, False, message)
+            self._episode_index += 1
             message = (
                 f"recording episode {self._episode_index} every {self.settings.control_period_s} s "
-                f"into '{self.output}' ({self._dataset}); {first}"
+                f"into '{self.output}' ({self._dataset}); its first frame is in"
             )
             self.get_logger().info(message)
             return _reply(response, True, message)
 
-    def _wait_for_polls(self, done: Callable[[], bool]) -> None:
+    def _wait_for_polls(self, done: Callable[[], bool], extra_s: float = 0.2) -> float:
         """Let the poll timer complete frames until ``done()`` (a frame waits at most
-        ``control_period_s + max_age_s`` for its state and action; 0.2 s more for the poll itself)."""
-        deadline = time.monotonic() + self.settings.control_period_s + self.settings.max_age_s + 0.2
+        ``control_period_s + max_age_s`` for its state and action; ``extra_s`` more for the polls
+        themselves). Returns the seconds waited."""
+        start = time.monotonic()
+        deadline = start + self.settings.control_period_s + self.settings.max_age_s + extra_s
         while not done() and time.monotonic() < deadline:
             time.sleep(0.005)
+        return time.monotonic() - start
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._service_lock:
