@@ -4,8 +4,8 @@
 stack with ``use_sim:=true``: mujoco_bridge (franky-sim, the camera, the task), franka_driver and
 policy_node with the artifact, each its own process, as ``ros2 launch`` would. An
 :class:`~sdm_controller.ros.episode_client.EpisodeClient` then runs the task's episodes through
-their topics and services: reset (cube somewhere new), recover, and wait for the bridge's success
-flag or the timeout. The policy sees only the camera and the joint states.
+their topics and services: stop the driver (the arm holds), reset (cube somewhere new), recover,
+and wait for the bridge's success flag or the timeout. The policy sees only the camera and the joint states.
 
 Per episode it keeps success, the chunks the policy node published and their observation → chunk
 latency (arrival − ``header.stamp``, DDS hop included), and the TCP's distance to the cube at the
