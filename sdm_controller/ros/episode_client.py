@@ -100,7 +100,7 @@ class EpisodeClient:
             node.create_subscription(Image, camera_topic, self._on_image, 1)
         self._reset_client = node.create_client(Trigger, "mujoco_bridge/reset_task")
         self._recover_client = node.create_client(Trigger, "franka_driver/recover")
-        self._halt_client = node.create_client(Trigger, "franka_driver/stop")
+        self._driver_stop_client = node.create_client(Trigger, "franka_driver/stop")
         self._start_client = node.create_client(Trigger, "recorder/start_episode")
         self._stop_client = node.create_client(Trigger, "recorder/stop_episode")
         self._discard_client = node.create_client(Trigger, "recorder/discard_episode")
@@ -161,7 +161,7 @@ class EpisodeClient:
 
     def wait_ready(self, record: bool, timeout_s: float = SERVICE_TIMEOUT_S) -> None:
         """Every service the episodes need is offered and chunks flow (the nodes are up)."""
-        clients = [self._reset_client, self._recover_client, self._halt_client]
+        clients = [self._reset_client, self._recover_client, self._driver_stop_client]
         if record:
             clients += [self._start_client, self._stop_client, self._discard_client]
         for client in clients:
@@ -209,7 +209,7 @@ class EpisodeClient:
         of that frame is tried again; the arm stays held meanwhile."""
         with self._lock:
             self._distances.clear()
-        stopped = self._call(self._halt_client, "driver stop")
+        stopped = self._call(self._driver_stop_client, "driver stop")
         if not stopped.success:
             raise SdmError(f"the driver did not stop: {stopped.message}")
         reply = self._call(self._reset_client, "task reset")
