@@ -59,7 +59,7 @@ def _run_collect(args: argparse.Namespace) -> int:
 
 def _run_collect_franka_sim(args: argparse.Namespace) -> int:
     from sdm_controller.data.episodes import load_episodes
-    from sdm_controller.data.franka_sim_demos import collect_franka_sim
+    from sdm_controller.stack.franka_sim_demos import collect_franka_sim
 
     results = collect_franka_sim(args.out, num_demos=args.num_demos, seed=args.seed, timeout_s=args.timeout_s,
                                  hold_s=args.hold_s, log_path=args.log, threads=args.threads)

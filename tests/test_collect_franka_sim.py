@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from sdm_controller.control.fr3 import FR3_JOINTS, JOINT_LIMITS, action_limits
+from sdm_controller.common.fr3 import FR3_JOINTS, JOINT_LIMITS, action_limits
 from sdm_controller.data.episodes import load_episodes
-from sdm_controller.data.franka_sim_demos import collect_franka_sim
 from sdm_controller.errors import ConfigError
 from sdm_controller.sim.franka_scene import HOME_Q
+from sdm_controller.stack.franka_sim_demos import collect_franka_sim
 from sdm_controller.training.teacher import TrainConfig, train_teacher
 
 pytestmark = pytest.mark.ros

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from sdm_controller.control.fr3 import (
+from sdm_controller.common.fr3 import (
     ARM_ACCELERATION,
     ARM_LOWER,
     ARM_UPPER,

@@ -38,8 +38,8 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
+from sdm_controller.common.fr3 import ARM_ACCELERATION, FR3_ARM_JOINTS, FR3_GRIPPER_JOINT  # noqa: E402
 from sdm_controller.control.chunk import finite_difference_velocities  # noqa: E402
-from sdm_controller.control.fr3 import ARM_ACCELERATION, FR3_ARM_JOINTS, FR3_GRIPPER_JOINT  # noqa: E402
 from sdm_controller.driver.sim_process import SimProcess  # noqa: E402
 from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 

@@ -16,10 +16,9 @@ from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_JOINTS  # noqa: E402
-from sdm_controller.ros.mujoco_bridge import LATCHED_QOS  # noqa: E402
-from sdm_controller.ros.policy_node import COMMAND_QOS, SENSOR_QOS  # noqa: E402
+from sdm_controller.common.fr3 import FR3_ARM_JOINTS, FR3_JOINTS  # noqa: E402
 from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
+from sdm_controller.ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS  # noqa: E402
 from sdm_controller.sim.franka_ik import TcpKinematics  # noqa: E402
 from sdm_controller.sim.franka_scene import HOME_Q, work_cell_model  # noqa: E402
 

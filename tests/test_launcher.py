@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sdm_controller.control.test_artifacts import make_test_artifact
+from sdm_controller.bench.untrained_artifact import write_untrained_artifact
 
 pytestmark = pytest.mark.ros
 
@@ -136,7 +136,8 @@ def assert_nothing_left(pids, timeout: float = 5.0) -> None:
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    return make_test_artifact(tmp_path_factory.mktemp("launcher") / "policy", cameras=("front",), image_size=(16, 16))
+    folder = tmp_path_factory.mktemp("launcher") / "policy"
+    return write_untrained_artifact(folder, cameras=("front",), image_size=(16, 16))
 
 
 @pytest.fixture

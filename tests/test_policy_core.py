@@ -10,7 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from sdm_controller.control import rejected
+from sdm_controller.bench.untrained_artifact import write_untrained_artifact
+from sdm_controller.common import rejected
+from sdm_controller.common.fr3 import FR3_JOINTS, JOINT_LIMITS
+from sdm_controller.common.images import RawImage, centre_crop_to_aspect, decode_image, fit_image
+from sdm_controller.common.joints import JointMapper
+from sdm_controller.common.rejected import RejectedInput
 from sdm_controller.control.blending import ChunkBlender, ensemble_weights
 from sdm_controller.control.chunk import ActionChunk, finite_difference_velocities
 from sdm_controller.control.controller import (
@@ -26,14 +31,10 @@ from sdm_controller.control.controller import (
     WAITING,
     PolicyController,
 )
-from sdm_controller.control.images import RawImage, centre_crop_to_aspect, decode_image, fit_image
-from sdm_controller.control.joints import JointMapper
 from sdm_controller.control.limits import JointLimits
 from sdm_controller.control.observation import NotReady, ObservationBuffer
 from sdm_controller.control.policy_interface import PolicyInterface, read_interface
-from sdm_controller.control.rejected import RejectedInput
 from sdm_controller.control.settings import PARAMETERS, NodeSettings, SettingsError, check_settings
-from sdm_controller.control.test_artifacts import FR3_JOINTS, JOINT_LIMITS, make_test_artifact
 from sdm_controller.errors import ArtifactError
 from sdm_controller.runtime.backends.base import NonFiniteError
 
@@ -479,7 +480,8 @@ def test_the_sampler_is_part_of_a_teachers_engine_but_not_of_a_one_step_one() ->
 # -- artifacts and the interface contract ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    return make_test_artifact(tmp_path_factory.mktemp("art") / "fr3", cameras=("wrist", "scene"), image_size=(16, 16))
+    folder = tmp_path_factory.mktemp("art") / "fr3"
+    return write_untrained_artifact(folder, cameras=("wrist", "scene"), image_size=(16, 16))
 
 
 def test_test_artifact_follows_the_contract(artifact):

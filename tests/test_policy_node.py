@@ -30,7 +30,8 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from sdm_controller.control.test_artifacts import FR3_JOINTS, joint_limits, make_test_artifact  # noqa: E402
+from sdm_controller.bench.untrained_artifact import joint_limits, write_untrained_artifact  # noqa: E402
+from sdm_controller.common.fr3 import FR3_JOINTS  # noqa: E402
 from sdm_controller.ros.spin_thread import SpinThread  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -155,8 +156,8 @@ def wait_future(future, timeout: float = 20.0):
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("policy_node")
-    a = make_test_artifact(root / "a", cameras=CAMERAS, image_size=(16, 16), seed=0)
-    b = make_test_artifact(root / "b", cameras=CAMERAS, image_size=(16, 16), seed=1)
+    a = write_untrained_artifact(root / "a", cameras=CAMERAS, image_size=(16, 16), seed=0)
+    b = write_untrained_artifact(root / "b", cameras=CAMERAS, image_size=(16, 16), seed=1)
     return a, b
 
 

@@ -31,7 +31,7 @@ from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from sdm_controller.control.fr3 import FR3_JOINTS  # noqa: E402
+from sdm_controller.common.fr3 import FR3_JOINTS  # noqa: E402
 from sdm_controller.data.episodes import EpisodeSet, load_episodes, save_episodes  # noqa: E402
 from sdm_controller.data.recording import RecorderSettings  # noqa: E402
 

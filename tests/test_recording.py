@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdm_controller.control.fr3 import FR3_JOINTS
-from sdm_controller.control.images import RawImage
-from sdm_controller.control.rejected import MISSING_JOINTS, RejectedInput
+from sdm_controller.common.fr3 import FR3_JOINTS
+from sdm_controller.common.images import RawImage
+from sdm_controller.common.rejected import MISSING_JOINTS, RejectedInput
 from sdm_controller.data import recording
 from sdm_controller.data.episodes import EpisodeSet, load_episodes, save_episodes
 from sdm_controller.data.recording import (

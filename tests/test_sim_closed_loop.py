@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sdm_controller.bench.franka_sim import goal
+from sdm_controller.bench.untrained_artifact import write_untrained_artifact
 from sdm_controller.cli import main as cli_main
-from sdm_controller.control.test_artifacts import make_test_artifact
 from sdm_controller.errors import ConfigError
 from sdm_controller.stack.episodes import params_file_with
 from sdm_controller.stack.sim_evaluation import PolicyUnderTest, run_policy_on_sim
@@ -19,7 +19,7 @@ from sdm_controller.stack.supervisor import package_folder
 def sim_run(tmp_path_factory):
     """Two short episodes of an untrained one-step artifact with the bridge's camera (96x96 "front")."""
     folder = tmp_path_factory.mktemp("sim")
-    artifact = make_test_artifact(folder / "fr3_front", cameras=("front",), image_size=(96, 96),
+    artifact = write_untrained_artifact(folder / "fr3_front", cameras=("front",), image_size=(96, 96),
                                   image_encoder="convnet")
     return run_policy_on_sim(PolicyUnderTest("untrained", artifact), episodes=2, log_path=folder / "nodes.log",
                              seed=7, timeout_s=4.0, progress=False)

@@ -34,7 +34,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
-from sdm_controller.control.test_artifacts import FR3_ARM_JOINTS, make_test_artifact  # noqa: E402
+from sdm_controller.bench.untrained_artifact import write_untrained_artifact  # noqa: E402
+from sdm_controller.common.fr3 import FR3_ARM_JOINTS  # noqa: E402
 from sdm_controller.stack.description import FRANKA, argument_values  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -144,7 +145,7 @@ def ros():
 
 def test_sim_stack_flows_at_configured_rates_and_ctrl_c_leaves_nothing(ros, tmp_path):
     node, recorder = ros
-    artifact = make_test_artifact(tmp_path / "policy", cameras=("front",), image_size=(32, 32))
+    artifact = write_untrained_artifact(tmp_path / "policy", cameras=("front",), image_size=(32, 32))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env.get("ROS_DOMAIN_ID")  # conftest
     log_path = tmp_path / "launcher.log"

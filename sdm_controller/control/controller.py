@@ -19,18 +19,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from sdm_controller.common.images import RawImage, image_to_policy_input
+from sdm_controller.common.joints import JointMapper
+from sdm_controller.common.rejected import RejectedInput
+from sdm_controller.common.report import ERROR, OK, WARN, Report
+from sdm_controller.common.stats import LatencyWindow, RateMeter, Tally
 from sdm_controller.control.blending import ChunkBlender
 from sdm_controller.control.chunk import ActionChunk, finite_difference_velocities
-from sdm_controller.control.images import RawImage, image_to_policy_input
-from sdm_controller.control.joints import JointMapper
 from sdm_controller.control.limits import ClampCounts
 from sdm_controller.control.observation import NotReady, ObservationBuffer, ObservationWindow
 from sdm_controller.control.policy_interface import PolicyInterface
-from sdm_controller.control.rejected import RejectedInput
-from sdm_controller.control.report import ERROR, OK, WARN, Report
 from sdm_controller.control.runner import PolicyRunner
 from sdm_controller.control.settings import NodeSettings, ResolvedSettings, SettingsError, check_settings
-from sdm_controller.control.stats import LatencyWindow, RateMeter, Tally
 
 JOINT_STATES = "joint_states"  # stream label of the joint state input in counters and diagnostics
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdm_controller.control.rejected import STAMP_FUTURE, STAMP_NOT_INCREASING, STAMP_STALE, RejectedInput
+from sdm_controller.common.rejected import STAMP_FUTURE, STAMP_NOT_INCREASING, STAMP_STALE, RejectedInput
 from sdm_controller.errors import SdmError
 
 WAITING = "waiting"  # a stream has no (or too little) data yet

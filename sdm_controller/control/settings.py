@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from sdm_controller.common.parameter_spec import ParameterSpec, SettingsError, coerce
 from sdm_controller.control.blending import BLENDING_MODES, EXPONENTIAL
 from sdm_controller.control.limits import JointLimits
-from sdm_controller.control.parameter_spec import ParameterSpec, SettingsError, coerce
 from sdm_controller.control.policy_interface import PolicyInterface
 
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")

@@ -64,10 +64,10 @@ from typing import Any
 
 import numpy as np
 
-from sdm_controller.control.fr3 import FR3_JOINTS
-from sdm_controller.control.images import RawImage, image_to_policy_input
-from sdm_controller.control.joints import JointMapper
-from sdm_controller.control.rejected import MALFORMED, RejectedInput
+from sdm_controller.common.fr3 import FR3_JOINTS
+from sdm_controller.common.images import RawImage, image_to_policy_input
+from sdm_controller.common.joints import JointMapper
+from sdm_controller.common.rejected import MALFORMED, RejectedInput
 from sdm_controller.data.episodes import EpisodeSet, load_episodes, save_episodes
 from sdm_controller.errors import ConfigError, DatasetError
 

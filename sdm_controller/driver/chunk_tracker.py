@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_GRIPPER_JOINT, FR3_MIRROR_GRIPPER_JOINT
+from sdm_controller.common.fr3 import FR3_ARM_JOINTS, FR3_GRIPPER_JOINT, FR3_MIRROR_GRIPPER_JOINT
 
 NS = 1_000_000_000
 #: a still-due point closer than this to ``now`` is treated as past: a spline segment that short

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sdm_controller.control.fr3 import ARM_ACCELERATION, ARM_LOWER, ARM_UPPER, ARM_VELOCITY
+from sdm_controller.common.fr3 import ARM_ACCELERATION, ARM_LOWER, ARM_UPPER, ARM_VELOCITY
 
 
 @dataclass

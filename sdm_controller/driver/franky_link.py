@@ -3,7 +3,7 @@ move the gripper, recover from errors.
 
 Commands are ``JointVelocityWaypointMotion``s sent asynchronously each control period: franky
 preempts the running one and Ruckig interpolates to the new target velocity at 1 kHz within the
-robot's jerk limits (``benchmarks/driver_tracking.py`` measured this against re-sent position
+robot's jerk limits (``sdm_controller/bench/driver_tracking.py`` measured this against re-sent position
 waypoints and ``JointImpedanceTracker``). Each target velocity is held for ``STREAM_HOLD_MS``
 only: if the driver stops streaming (a stalled or dead process), the motion ends and franky
 brings the arm to rest by itself.

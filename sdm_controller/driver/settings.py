@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from sdm_controller.control.fr3 import ARM_ACCELERATION, ARM_LOWER, ARM_UPPER, ARM_VELOCITY
-from sdm_controller.control.parameter_spec import ParameterSpec, SettingsError, coerce
+from sdm_controller.common.fr3 import ARM_ACCELERATION, ARM_LOWER, ARM_UPPER, ARM_VELOCITY
+from sdm_controller.common.parameter_spec import ParameterSpec, SettingsError, coerce
 from sdm_controller.driver.chunk_tracker import ChunkRules
 from sdm_controller.driver.command_limits import CommandLimits
 

@@ -1,6 +1,6 @@
 """Messages ↔ the plain values of ``sdm_controller.control`` (the only module that touches fields).
 
-* ``sensor_msgs/Image`` → :class:`~sdm_controller.control.images.RawImage` (decoding, checks and
+* ``sensor_msgs/Image`` → :class:`~sdm_controller.common.images.RawImage` (decoding, checks and
   resizing happen in the core, where tests reach them without ROS);
 * ``sensor_msgs/JointState`` → (names, positions);
 * header stamps ↔ integer nanoseconds (exact: the chunk echoes the observation's stamp);
@@ -16,9 +16,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from sdm_controller.common.images import RawImage
+from sdm_controller.common.report import Report
 from sdm_controller.control.chunk import ActionChunk
-from sdm_controller.control.images import RawImage
-from sdm_controller.control.report import Report
 
 NS = 1_000_000_000
 

@@ -39,13 +39,24 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from sdm_controller.control.images import decode_image
-from sdm_controller.control.rejected import RejectedInput
+from sdm_controller.common.images import decode_image
+from sdm_controller.common.rejected import RejectedInput
 from sdm_controller.errors import SdmError
 from sdm_controller.ros.conversions import image_fields, stamp_to_ns
-from sdm_controller.ros.mujoco_bridge import LATCHED_QOS
-from sdm_controller.ros.policy_node import COMMAND_QOS
 from sdm_controller.ros.spin_thread import SpinThread
+from sdm_controller.ros.topics import (
+    ACTION_CHUNK,
+    BRIDGE_RESET_TASK,
+    COMMAND_QOS,
+    DIAGNOSTICS,
+    DRIVER_RECOVER,
+    DRIVER_STOP,
+    LATCHED_QOS,
+    RECORDER_DISCARD,
+    RECORDER_START,
+    RECORDER_STOP,
+    TASK_SUCCESS,
+)
 
 DRIVER_STATUS = "franka_driver: driver"
 BRIDGE_STATUS = "mujoco_bridge: simulation"
@@ -93,17 +104,17 @@ class EpisodeClient:
         self._frames: list[tuple[int, np.ndarray]] = []  # (stamp ns, RGB)
         self.stopped = threading.Event()  # set from outside (the stack went down): every wait ends
         node = self.node
-        node.create_subscription(Bool, "task/success", self._on_success, LATCHED_QOS)
-        node.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, COMMAND_QOS)
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        node.create_subscription(Bool, TASK_SUCCESS, self._on_success, LATCHED_QOS)
+        node.create_subscription(JointTrajectory, ACTION_CHUNK, self._on_chunk, COMMAND_QOS)
+        node.create_subscription(DiagnosticArray, DIAGNOSTICS, self._on_diagnostics, 10)
         if camera_topic:
             node.create_subscription(Image, camera_topic, self._on_image, 1)
-        self._reset_client = node.create_client(Trigger, "mujoco_bridge/reset_task")
-        self._recover_client = node.create_client(Trigger, "franka_driver/recover")
-        self._driver_stop_client = node.create_client(Trigger, "franka_driver/stop")
-        self._start_client = node.create_client(Trigger, "recorder/start_episode")
-        self._stop_client = node.create_client(Trigger, "recorder/stop_episode")
-        self._discard_client = node.create_client(Trigger, "recorder/discard_episode")
+        self._reset_client = node.create_client(Trigger, BRIDGE_RESET_TASK)
+        self._recover_client = node.create_client(Trigger, DRIVER_RECOVER)
+        self._driver_stop_client = node.create_client(Trigger, DRIVER_STOP)
+        self._start_client = node.create_client(Trigger, RECORDER_START)
+        self._stop_client = node.create_client(Trigger, RECORDER_STOP)
+        self._discard_client = node.create_client(Trigger, RECORDER_DISCARD)
         self._spinner = SpinThread(node, name="episode-client")
 
     # -- inputs -------------------------------------------------------------------------------

@@ -45,28 +45,25 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_GRIPPER_JOINT, FR3_MIRROR_GRIPPER_JOINT
-from sdm_controller.control.parameter_spec import SettingsError
+from sdm_controller.common.fr3 import FR3_ARM_JOINTS, FR3_GRIPPER_JOINT, FR3_MIRROR_GRIPPER_JOINT
+from sdm_controller.common.parameter_spec import SettingsError
 from sdm_controller.driver.control_loop import ControlLoop, RobotSample
 from sdm_controller.driver.core import ERROR, Command, DriverCore, array_text
 from sdm_controller.driver.franky_link import FrankyLink, LinkDown
 from sdm_controller.driver.settings import PARAMETERS, START_ONLY, DriverSettings
 from sdm_controller.ros.conversions import ns_to_stamp, report_to_diagnostics, stamp_to_ns
-from sdm_controller.ros.node_main import run_node
+from sdm_controller.ros.node_main import TIMELY_SWITCH_INTERVAL_S, run_node
 from sdm_controller.ros.parameters import declare_parameters, descriptor, parameter_changes
 from sdm_controller.ros.throttled_log import ThrottledLog
+from sdm_controller.ros.topics import ACTION_CHUNK, COMMAND_QOS, DIAGNOSTICS, JOINT_STATES, STATE_QOS
 
 NODE_NAME = "franka_driver"
-STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 JOINT_STATE_NAMES = [*FR3_ARM_JOINTS, FR3_GRIPPER_JOINT, FR3_MIRROR_GRIPPER_JOINT]
 THROTTLE_S = 2.0
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class StartError(Exception):
@@ -94,10 +91,10 @@ class FrankaDriver(Node):
         self.loop = ControlLoop(self.link, self.core, self._now_ns, on_sample=self._on_sample, log=self._log)
         self._log_throttled = ThrottledLog(self.get_logger(), THROTTLE_S)
 
-        self._joint_pub = self.create_publisher(JointState, "joint_states", STATE_QOS)
+        self._joint_pub = self.create_publisher(JointState, JOINT_STATES, STATE_QOS)
         self._commanded_pub = self.create_publisher(JointState, "~/commanded", STATE_QOS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointTrajectory, "action_chunk", self._on_chunk, COMMAND_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
+        self.create_subscription(JointTrajectory, ACTION_CHUNK, self._on_chunk, COMMAND_QOS)
         self.create_service(Trigger, "~/recover", self._on_recover)
         self.create_service(Trigger, "~/stop", self._on_stop)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -247,7 +244,7 @@ def _franky_limit(link: FrankyLink, kind: str) -> str:
 
 
 def msg_topic(node: Node) -> str:
-    return node.resolve_topic_name("action_chunk")
+    return node.resolve_topic_name(ACTION_CHUNK)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -259,7 +256,7 @@ def main(args: list[str] | None = None) -> None:
         args,
         start=FrankaDriver.start,
         start_errors=(StartError,),
-        switch_interval_s=GIL_SWITCH_INTERVAL_S,
+        switch_interval_s=TIMELY_SWITCH_INTERVAL_S,
     )
 
 

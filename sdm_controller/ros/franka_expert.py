@@ -28,17 +28,16 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from sdm_controller.common.fr3 import FR3_ARM_JOINTS, FR3_JOINTS
+from sdm_controller.common.joints import JointMapper
+from sdm_controller.common.parameter_spec import ParameterSpec
+from sdm_controller.common.rejected import RejectedInput
 from sdm_controller.control.chunk import ActionChunk
-from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_JOINTS
-from sdm_controller.control.joints import JointMapper
-from sdm_controller.control.parameter_spec import ParameterSpec
-from sdm_controller.control.rejected import RejectedInput
 from sdm_controller.ros.conversions import chunk_to_trajectory, stamp_to_ns
-from sdm_controller.ros.mujoco_bridge import LATCHED_QOS
 from sdm_controller.ros.node_main import run_node
 from sdm_controller.ros.parameters import declare_parameters
-from sdm_controller.ros.policy_node import COMMAND_QOS, SENSOR_QOS
 from sdm_controller.ros.throttled_log import ThrottledLog
+from sdm_controller.ros.topics import ACTION_CHUNK, COMMAND_QOS, JOINT_STATES, LATCHED_QOS, SENSOR_QOS, TASK_GOAL
 from sdm_controller.sim.franka_expert import ExpertConfig, ReachExpert
 from sdm_controller.sim.franka_ik import IKError, TcpKinematics
 from sdm_controller.sim.franka_scene import work_cell_model
@@ -75,9 +74,9 @@ class FrankaExpertNode(Node):
         self._state: tuple[int, np.ndarray] | None = None  # (stamp ns, arm joints)
         self.chunks = 0
         self._log = ThrottledLog(self.get_logger(), period_s=2.0)
-        self._chunk_pub = self.create_publisher(JointTrajectory, "action_chunk", COMMAND_QOS)
-        self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
-        self.create_subscription(PointStamped, "task/goal", self._on_goal, LATCHED_QOS)
+        self._chunk_pub = self.create_publisher(JointTrajectory, ACTION_CHUNK, COMMAND_QOS)
+        self.create_subscription(JointState, JOINT_STATES, self._on_joint_state, SENSOR_QOS)
+        self.create_subscription(PointStamped, TASK_GOAL, self._on_goal, LATCHED_QOS)
         self.create_timer(1.0 / float(values["rate_hz"]), self._cycle)
         self.get_logger().info(
             f"expert: {self.horizon} points {self.period_s:g} s apart at {values['rate_hz']:g} Hz on "

@@ -48,14 +48,14 @@ from geometry_msgs.msg import Point, PointStamped  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from sdm_controller.errors import SdmError  # noqa: E402
 from sdm_controller.ros.conversions import ns_to_stamp  # noqa: E402
-from sdm_controller.ros.node_main import run_node  # noqa: E402
+from sdm_controller.ros.node_main import TIMELY_SWITCH_INTERVAL_S, run_node  # noqa: E402
+from sdm_controller.ros.topics import DIAGNOSTICS, IMAGE_QOS, LATCHED_QOS, TASK_GOAL, TASK_SUCCESS, image_topic  # noqa: E402
 from sdm_controller.sim.camera import CameraLoop, Frame, SceneCamera  # noqa: E402
 from sdm_controller.sim.franka_scene import CAMERA, HOME_HAND_WIDTH, HOME_Q  # noqa: E402
 from sdm_controller.sim.franka_sim import FrankaSim, SimConfig  # noqa: E402
@@ -63,16 +63,8 @@ from sdm_controller.sim.franka_task import TaskConfig  # noqa: E402
 
 NODE_NAME = "mujoco_bridge"
 BASE_FRAME = "fr3_link0"  # the robot's base frame, the world frame of the scene
-IMAGE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-LATCHED_QOS = QoSProfile(
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    history=HistoryPolicy.KEEP_LAST,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
 SUCCESS_POLL_S = 0.02
 SUCCESS_REPEAT_S = 0.1
-GIL_SWITCH_INTERVAL_S = 0.0005
 # On shutdown the robot server outlives its client for up to this long: a driver stopping at the
 # same time (Ctrl-C of a launch) must not lose its robot mid-motion (franky crashed on that).
 CLIENT_LEAVE_TIMEOUT_S = 3.0
@@ -160,11 +152,11 @@ class MujocoBridge(Node):
         self.camera_name = str(values["camera_name"])
         self.camera_rate_hz = float(values["camera_rate_hz"])
         width, height = int(values["image_width"]), int(values["image_height"])
-        self._image_pub = self.create_publisher(Image, f"{self.camera_name}/image_raw", IMAGE_QOS)
+        self._image_pub = self.create_publisher(Image, image_topic(self.camera_name), IMAGE_QOS)
         self._info_pub = self.create_publisher(CameraInfo, f"{self.camera_name}/camera_info", IMAGE_QOS)
-        self._success_pub = self.create_publisher(Bool, "task/success", LATCHED_QOS)
-        self._goal_pub = self.create_publisher(PointStamped, "task/goal", LATCHED_QOS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._success_pub = self.create_publisher(Bool, TASK_SUCCESS, LATCHED_QOS)
+        self._goal_pub = self.create_publisher(PointStamped, TASK_GOAL, LATCHED_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self.sim = FrankaSim(sim_config(values), clock_ns=self._now_ns)
         self.camera: CameraLoop | None = None
         self._image_size = (width, height)
@@ -345,7 +337,7 @@ def main(args: list[str] | None = None) -> None:
         args,
         start=MujocoBridge.start,
         start_errors=(Exception,),  # any start failure (a taken address, a renderer): say why, exit 1
-        switch_interval_s=GIL_SWITCH_INTERVAL_S,
+        switch_interval_s=TIMELY_SWITCH_INTERVAL_S,
     )
 
 

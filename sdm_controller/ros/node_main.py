@@ -27,6 +27,11 @@ from rclpy.node import Node
 
 from sdm_controller.ros.sigint import ignore_sigint
 
+#: GIL switch interval for nodes with threads that must run on time (the policy's inference, the
+#: driver's control loop, the bridge's simulation); Python's default of 5 ms would delay them
+#: behind message conversion on the executor thread.
+TIMELY_SWITCH_INTERVAL_S = 0.0005
+
 
 def run_node(
     make_node: Callable[[], Node],

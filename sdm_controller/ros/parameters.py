@@ -16,7 +16,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from sdm_controller.control.parameter_spec import ParameterSpec
+from sdm_controller.common.parameter_spec import ParameterSpec
 
 
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:

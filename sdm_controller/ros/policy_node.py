@@ -56,7 +56,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory
@@ -87,22 +86,18 @@ from sdm_controller.ros.conversions import (
     report_to_diagnostics,
     stamp_to_ns,
 )
-from sdm_controller.ros.node_main import run_node
+from sdm_controller.ros.node_main import TIMELY_SWITCH_INTERVAL_S, run_node
 from sdm_controller.ros.parameters import declare_parameters, parameter_changes
 from sdm_controller.ros.throttled_log import ThrottledLog
+from sdm_controller.ros.topics import ACTION_CHUNK, COMMAND_QOS, DIAGNOSTICS, SENSOR_QOS, image_topic
+from sdm_controller.ros.topics import JOINT_STATES as JOINT_STATES_TOPIC
 from sdm_controller.runtime.artifact import read_meta
 
 NODE_NAME = "policy_node"
-SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 THROTTLE_S = 5.0
-GIL_SWITCH_INTERVAL_S = 0.0005
 TIMING_FIELDS = "stamp_sec,stamp_nanosec,engine_ms,cycle_ms"
 IDLE_WAKE_S = 0.25  # trigger=observation with no input: how often the thread looks at its settings
 
-
-def image_topic(camera: str) -> str:
-    return f"{camera}/image_raw"
 
 
 class PolicyNode(Node):
@@ -130,8 +125,8 @@ class PolicyNode(Node):
         self._engine_key: tuple | None = None  # engine running or being loaded
         self._running_key: tuple | None = None  # engine running (what a failed load reverts to)
 
-        self._chunk_pub = self.create_publisher(JointTrajectory, "action_chunk", COMMAND_QOS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._chunk_pub = self.create_publisher(JointTrajectory, ACTION_CHUNK, COMMAND_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._timing_pub = self.create_publisher(Float64MultiArray, "~/cycle_timing", 10)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -337,7 +332,8 @@ class PolicyNode(Node):
                         Image, image_topic(camera), lambda msg, c=camera: self._on_image(c, msg), SENSOR_QOS
                     )
             if interface.state_names and self._joint_sub is None:
-                self._joint_sub = self.create_subscription(JointState, "joint_states", self._on_joint_state, SENSOR_QOS)
+                self._joint_sub = self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state,
+                                                          SENSOR_QOS)
             elif not interface.state_names and self._joint_sub is not None:
                 self.destroy_subscription(self._joint_sub)
                 self._joint_sub = None
@@ -390,7 +386,7 @@ def _parameter(name: str, value: Any) -> Parameter:
 def main(args: list[str] | None = None) -> None:
     # The inference thread, woken by a sensor callback, waits for the GIL that the executor thread
     # holds: Python's default switch interval would add up to 5 ms to every chunk's latency.
-    run_node(PolicyNode, NODE_NAME, args, switch_interval_s=GIL_SWITCH_INTERVAL_S)
+    run_node(PolicyNode, NODE_NAME, args, switch_interval_s=TIMELY_SWITCH_INTERVAL_S)
 
 
 if __name__ == "__main__":

@@ -38,12 +38,12 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from sdm_controller.ros.conversions import ns_to_stamp
 from sdm_controller.ros.node_main import run_node
+from sdm_controller.ros.topics import DIAGNOSTICS, IMAGE_QOS, image_topic
 from sdm_controller.sensors.camera_report import CameraReport, camera_report
 from sdm_controller.sensors.capture_clock import CaptureClock
 from sdm_controller.sensors.frame_gate import PUBLISHED, FrameGate
@@ -58,7 +58,6 @@ from sdm_controller.sensors.realsense_source import (
 )
 
 NODE_NAME = "realsense_camera"
-IMAGE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 THROTTLE_S = 5.0
 NS = 1_000_000_000
 
@@ -114,9 +113,9 @@ class RealSenseCameraNode(Node):
         streams = [s for s, on in ((COLOR, config.enable_color), (DEPTH, config.enable_depth)) if on]
         # Publishers first: a recording starts playing when the pipeline starts, and subscribers
         # can only be matched to publishers that exist.
-        self._image_pubs = {s: self.create_publisher(Image, f"{s}/image_raw", IMAGE_QOS) for s in streams}
+        self._image_pubs = {s: self.create_publisher(Image, image_topic(s), IMAGE_QOS) for s in streams}
         self._info_pubs = {s: self.create_publisher(CameraInfo, f"{s}/camera_info", IMAGE_QOS) for s in streams}
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self.gates = {stream: FrameGate() for stream in streams}
         if config.playback_file and values["playback_wait_s"] > 0:
             self._wait_for_subscribers(float(values["playback_wait_s"]))

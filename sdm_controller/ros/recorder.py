@@ -47,16 +47,15 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from sdm_controller.control.fr3 import FR3_JOINTS
-from sdm_controller.control.parameter_spec import ParameterSpec
-from sdm_controller.control.rejected import RejectedInput
-from sdm_controller.control.report import ERROR, OK, WARN, Report
-from sdm_controller.control.stats import RateMeter
+from sdm_controller.common.fr3 import FR3_JOINTS
+from sdm_controller.common.parameter_spec import ParameterSpec
+from sdm_controller.common.rejected import RejectedInput
+from sdm_controller.common.report import ERROR, OK, WARN, Report
+from sdm_controller.common.stats import RateMeter
 from sdm_controller.data.recording import (
     ACTION_SOURCES,
     COMMAND_TYPES,
@@ -75,10 +74,9 @@ from sdm_controller.ros.executors import WorkerThreadsExecutor
 from sdm_controller.ros.node_main import run_node
 from sdm_controller.ros.parameters import descriptor
 from sdm_controller.ros.throttled_log import ThrottledLog
+from sdm_controller.ros.topics import DIAGNOSTICS, JOINT_STATES, RECORDER_IMAGE_QOS, RECORDER_SENSOR_QOS, image_topic
 
 NODE_NAME = "recorder"
-SENSOR_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-IMAGE_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 THROTTLE_S = 5.0
 POLLS_PER_PERIOD = 4  # sample times are taken by stamp; polling often only shortens the wait
 LIVE = ("output", "task")
@@ -172,25 +170,26 @@ class RecorderNode(Node):
         for camera in self.settings.cameras:
             self.create_subscription(
                 Image,
-                f"{camera}/image_raw",
+                image_topic(camera),
                 lambda msg, c=camera: self._on_image(c, msg),
-                IMAGE_QOS,
+                RECORDER_IMAGE_QOS,
                 callback_group=MutuallyExclusiveCallbackGroup(),
             )
         self._joint_sub = self.create_subscription(
             JointState,
-            "joint_states",
+            JOINT_STATES,
             self._on_joint_state,
-            SENSOR_QOS,
+            RECORDER_SENSOR_QOS,
             callback_group=MutuallyExclusiveCallbackGroup(),
         )
         self._command_sub = None
         if self.settings.action_source == TOPIC:
             kind = JointTrajectory if self.settings.command_type == JOINT_TRAJECTORY else JointState
             self._command_sub = self.create_subscription(
-                kind, command_topic, self._on_command, SENSOR_QOS, callback_group=MutuallyExclusiveCallbackGroup()
+                kind, command_topic, self._on_command, RECORDER_SENSOR_QOS,
+                callback_group=MutuallyExclusiveCallbackGroup(),
             )
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._poll_timer = self.create_timer(
             self.settings.control_period_s / POLLS_PER_PERIOD,
             self._on_poll,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-from sdm_controller.control.stats import RateMeter
+from sdm_controller.common.stats import RateMeter
 
 NEW = "new"
 REPEAT = "repeat"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from sdm_controller.control.stats import LatencyWindow, RateMeter
+from sdm_controller.common.stats import LatencyWindow, RateMeter
 from sdm_controller.sim.franka_scene import render_options
 
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from sdm_controller.control.fr3 import action_limits
+from sdm_controller.common.fr3 import action_limits
 from sdm_controller.data.episodes import EpisodeSet, load_episodes
 from sdm_controller.data.windows import WindowSampler
 from sdm_controller.errors import ConfigError, DatasetError

@@ -1,6 +1,6 @@
 """Tracking error of franky motion types streaming the same action chunks against franky-sim.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/driver_tracking.py          # ~2.5 min on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python -m sdm_controller.bench.driver_tracking          # ~2.5 min on 2 cores
 
 A policy-like sender publishes a chunk every 100 ms: 8 points 0.1 s apart, stamped 30 ms in the
 past (the observation's age), positions from a smooth reference (``q0 + A (1 - cos 2 pi f t)`` on
@@ -44,12 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sdm_controller.common.fr3 import FR3_ARM_JOINTS
 from sdm_controller.control.chunk import finite_difference_velocities
-from sdm_controller.control.fr3 import FR3_ARM_JOINTS
 from sdm_controller.driver.chunk_tracker import ChunkRules, TimedChunk, parse_chunk
 from sdm_controller.driver.sim_process import SimProcess
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NS = 1_000_000_000
 AMPLITUDE = np.array([0.2, 0.2, 0.0, 0.2, 0.0, 0.2, 0.2])
 CHUNK_POINTS, CHUNK_PERIOD_NS, CHUNK_RATE_HZ, OBSERVATION_AGE_NS = 8, 100_000_000, 10.0, 30_000_000
@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             rows.append(row)
             print(json.dumps(row))
-    command = "OMP_NUM_THREADS=1 python benchmarks/driver_tracking.py" + ("" if argv is None else " " + " ".join(argv))
+    command = "OMP_NUM_THREADS=1 python -m sdm_controller.bench.driver_tracking"
+    command += "" if argv is None else " " + " ".join(argv)
     result = {
         "machine": describe_machine(),
         "command": command,

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from sdm_controller.control.rejected import MALFORMED, MISSING_JOINTS, NON_FINITE, RejectedInput
+from sdm_controller.common.rejected import MALFORMED, MISSING_JOINTS, NON_FINITE, RejectedInput
 
 
 class JointMapper:

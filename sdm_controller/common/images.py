@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sdm_controller.control.rejected import BAD_ENCODING, BAD_SIZE, EMPTY_DATA, RejectedInput
+from sdm_controller.common.rejected import BAD_ENCODING, BAD_SIZE, EMPTY_DATA, RejectedInput
 
 #: encoding -> (channels, bytes per channel)
 ENCODINGS: dict[str, tuple[int, int]] = {

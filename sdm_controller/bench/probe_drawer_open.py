@@ -9,7 +9,7 @@
 
 Needs the drawer-open teachers of the teacher benchmark (`python -m sdm_controller bench teacher`).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/probe_drawer_open.py
+    OMP_NUM_THREADS=1 .venv/bin/python -m sdm_controller.bench.probe_drawer_open
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from sdm_controller.policy.configuration_diffusion import DiffusionConfig
 from sdm_controller.policy.modeling_diffusion import DiffusionPolicy
 from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
 from sdm_controller.runtime.artifact import load_one_step, load_teacher
+
+COMMAND = "python -m sdm_controller.bench.probe_drawer_open"
 
 TASK = "drawer-open"
 EPISODES = 25
@@ -96,7 +98,7 @@ def main() -> int:
             print(rows[-1], flush=True)
     suite.close()
     out = Path("benchmarks/results/probe_drawer_open.json")
-    out.write_text(json.dumps({"machine": describe_machine(), "command": "python " + " ".join(sys.argv),
+    out.write_text(json.dumps({"machine": describe_machine(), "command": " ".join([COMMAND, *sys.argv[1:]]),
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}, indent=1))
     return 0
 

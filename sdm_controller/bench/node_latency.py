@@ -1,6 +1,6 @@
 """policy_node over DDS: observation → chunk overhead, and chunk rate against the engine's speed.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/node_latency.py            # ~8 min on 2 cores
+    OMP_NUM_THREADS=1 .venv/bin/python -m sdm_controller.bench.node_latency            # ~8 min on 2 cores
 
 For the one-step policy and, for contrast, a teacher at DDIM-10 (untrained test artifacts, two
 96x96 cameras, tiny UNet, the small ``convnet`` image encoder so that a run takes minutes: the
@@ -45,7 +45,7 @@ import subprocess  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAMERAS = ("wrist", "scene")
 HOME = [0.0, 0.0, 0.0, -1.5, 0.0, 1.8, 0.0, 0.02]
 RATE_CAP_HZ = 200.0
@@ -78,7 +78,7 @@ class Probe:
         from std_msgs.msg import Float64MultiArray
         from trajectory_msgs.msg import JointTrajectory
 
-        from sdm_controller.control.test_artifacts import FR3_JOINTS
+        from sdm_controller.common.fr3 import FR3_JOINTS
 
         rclpy.init()
         self.Image, self.JointState = Image, JointState
@@ -167,7 +167,7 @@ def start_node(artifact: Path, backend: str, log: Path) -> subprocess.Popen:
 def start_floor(log: Path) -> subprocess.Popen:
     """``transport_floor_node.py``: the same topics and QoS, no work (see its docstring)."""
     return subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "transport_floor_node.py")],
+        [sys.executable, "-m", "sdm_controller.bench.transport_floor_node"],
         cwd=REPO, env=dict(os.environ), stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -269,7 +269,7 @@ def measure_floor(probe: Probe, args: argparse.Namespace, log: Path) -> tuple[di
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from sdm_controller.bench.machine import describe_machine
-    from sdm_controller.control.test_artifacts import make_test_artifact
+    from sdm_controller.bench.untrained_artifact import write_untrained_artifact
 
     workdir = Path(tempfile.mkdtemp(prefix="node_latency_"))
     probe = Probe()
@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = (("one-step", True, args.cycles, args.feed_hz),
                 ("teacher-ddim10", False, args.teacher_cycles, args.teacher_feed_hz))
         for method, one_step, cycles, feed_hz in plan:
-            artifact = make_test_artifact(workdir / method, cameras=CAMERAS, image_size=(96, 96), one_step=one_step,
-                                          image_encoder=args.encoder)
+            artifact = write_untrained_artifact(workdir / method, cameras=CAMERAS, image_size=(96, 96),
+                                                one_step=one_step, image_encoder=args.encoder)
             log = workdir / f"{method}.log"
             new_rows, total, overhead = measure(probe, method, artifact, args, log, cycles, feed_hz)
             rows += new_rows
@@ -290,10 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         probe.close()
     result = {
         "machine": describe_machine(),
-        "command": "python benchmarks/node_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m sdm_controller.bench.node_latency " + " ".join(sys.argv[1:] if argv is None else argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "artifact": f"untrained test artifacts: 2 cameras 96x96, {args.encoder} encoder, tiny UNet "
-                    "(sdm_controller.control.test_artifacts)",
+                    "(sdm_controller.bench.untrained_artifact)",
         "rows": rows,
         "transport_floor": floor_row,
     }

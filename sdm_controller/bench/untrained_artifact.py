@@ -1,6 +1,6 @@
-"""Small untrained but valid joint-space artifacts, so tests and stack smoke runs need no training.
+"""Small untrained but valid joint-space artifacts: inputs for latency benchmarks and smoke runs that need no training.
 
-    make_test_artifact("/tmp/fr3_wrist", cameras=("wrist",))   # one-step, FR3 arm + gripper
+    write_untrained_artifact("/tmp/fr3_wrist", cameras=("wrist",))   # one-step, FR3 arm + gripper
 
 The artifact follows the joint-space contract of ``sdm_controller.control.policy_interface``:
 state and action are the positions of ``joint_names`` (FR3's seven joints and
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from sdm_controller.control.fr3 import FR3_ARM_JOINTS, FR3_GRIPPER_JOINT, FR3_JOINTS, JOINT_LIMITS  # noqa: F401
+from sdm_controller.common.fr3 import FR3_JOINTS, JOINT_LIMITS
 from sdm_controller.control.policy_interface import JOINT_POSITION
 from sdm_controller.policy.configuration_diffusion import DiffusionConfig, ObservationSpec
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
@@ -42,7 +42,7 @@ def working_range(names: Sequence[str], fraction: float = 0.6) -> tuple[list[flo
     return [m - h for m, h in zip(mids, halves, strict=True)], [m + h for m, h in zip(mids, halves, strict=True)]
 
 
-def make_test_artifact(
+def write_untrained_artifact(
     path: str | Path,
     cameras: Sequence[str] = ("wrist",),
     joint_names: Sequence[str] = FR3_JOINTS,
@@ -96,7 +96,7 @@ def make_test_artifact(
         path,
         policy,
         kind="one-step" if one_step else "teacher",
-        provenance={"algorithm": "untrained (sdm_controller.control.test_artifacts)", "seed": seed},
+        provenance={"algorithm": "untrained (sdm_controller.bench.untrained_artifact)", "seed": seed},
         action={
             "names": names,
             "space": JOINT_POSITION,

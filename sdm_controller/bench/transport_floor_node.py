@@ -16,10 +16,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from sdm_controller.control.fr3 import FR3_JOINTS
+from sdm_controller.common.fr3 import FR3_JOINTS
 from sdm_controller.ros.conversions import ns_to_duration, stamp_to_ns
-from sdm_controller.ros.node_main import run_node
-from sdm_controller.ros.policy_node import COMMAND_QOS, GIL_SWITCH_INTERVAL_S, SENSOR_QOS, image_topic
+from sdm_controller.ros.node_main import TIMELY_SWITCH_INTERVAL_S, run_node
+from sdm_controller.ros.topics import ACTION_CHUNK, COMMAND_QOS, JOINT_STATES, SENSOR_QOS, image_topic
 
 CAMERAS = ("wrist", "scene")
 POINTS = 16
@@ -32,11 +32,11 @@ class TransportFloorNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")  # the name node_latency.py reads cycle_timing under
         self._seen: dict[int, int] = {}  # stamp -> samples of it received
-        self._chunks = self.create_publisher(JointTrajectory, "action_chunk", COMMAND_QOS)
+        self._chunks = self.create_publisher(JointTrajectory, ACTION_CHUNK, COMMAND_QOS)
         self._timing = self.create_publisher(Float64MultiArray, "~/cycle_timing", 10)
         for camera in CAMERAS:
             self.create_subscription(Image, image_topic(camera), self._on_sample, SENSOR_QOS)
-        self.create_subscription(JointState, "joint_states", self._on_sample, SENSOR_QOS)
+        self.create_subscription(JointState, JOINT_STATES, self._on_sample, SENSOR_QOS)
 
     def _on_sample(self, msg: Image | JointState) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -62,7 +62,7 @@ class TransportFloorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_node(TransportFloorNode, "transport_floor", args, switch_interval_s=GIL_SWITCH_INTERVAL_S)
+    run_node(TransportFloorNode, "transport_floor", args, switch_interval_s=TIMELY_SWITCH_INTERVAL_S)
 
 
 if __name__ == "__main__":

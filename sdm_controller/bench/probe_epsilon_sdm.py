@@ -5,7 +5,7 @@ of its outputs lie outside [-1, 1], and 100 SDM iterations with the defaults too
 Each variant here distills the seed-0 epsilon teacher of the teacher benchmark for 100
 iterations (10 % of its 1000 steps) and evaluates 50 episodes on the benchmark's episodes.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/probe_epsilon_sdm.py [--variants NAME ...]
+    OMP_NUM_THREADS=1 .venv/bin/python -m sdm_controller.bench.probe_epsilon_sdm [--variants NAME ...]
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from sdm_controller.bench.metaworld_eval import EvalSuite, policy_act
 from sdm_controller.distill.configuration_distill import DistillConfig
 from sdm_controller.distill.trainer import distill
 from sdm_controller.runtime.artifact import load_one_step
+
+COMMAND = "python -m sdm_controller.bench.probe_epsilon_sdm"
 
 EPISODES = 50
 VARIANTS: dict[str, dict] = {
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"task": args.task, "seed": args.seed, "variant": name, "settings": VARIANTS[name],
                      "success": result.success, "episodes": EPISODES, "distill_seconds": round(seconds, 1)})
         print(rows[-1], flush=True)
-        args.out.write_text(json.dumps({"machine": describe_machine(), "command": "python " + " ".join(sys.argv),
+        args.out.write_text(json.dumps({"machine": describe_machine(), "command": " ".join([COMMAND, *sys.argv[1:]]),
                                         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}, indent=1))
     suite.close()
     return 0
