@@ -20,7 +20,7 @@ from sdm_controller.runtime.artifact import (
     WEIGHTS,
     file_sha256,
     load_teacher,
-    read_meta,
+    read_spec,
     save_artifact,
 )
 
@@ -31,6 +31,10 @@ def artifact(tiny_teacher, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_teacher, tmp_path / "artifact"))
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads((path / POLICY_JSON).read_text())
+
+
 def _patch_meta(path: Path, **changes) -> dict:
     meta = json.loads((path / POLICY_JSON).read_text())
     meta.update(changes)
@@ -39,14 +43,14 @@ def _patch_meta(path: Path, **changes) -> dict:
 
 
 def test_teacher_artifact_contents(tiny_teacher, drawer_dataset):
-    meta = read_meta(tiny_teacher)
-    assert meta["schema_version"] == SCHEMA_VERSION
-    assert meta["kind"] == "teacher"
-    assert meta["policy"]["unet_preset"] == "tiny"
-    assert meta["observation"]["low_dim"] == {"state": 39}
-    assert meta["weights"]["sha256"] == file_sha256(tiny_teacher / WEIGHTS)
-    assert set(meta["normalizer"]) == {"state", "action"}
-    assert meta["provenance"]["steps"] == 5
+    meta = read_spec(tiny_teacher)
+    assert meta.schema_version == SCHEMA_VERSION
+    assert meta.kind == "teacher"
+    assert meta.config.unet_preset == "tiny"
+    assert meta.observation.low_dim == {"state": 39}
+    assert meta.weights.sha256 == file_sha256(tiny_teacher / WEIGHTS)
+    assert set(meta.normalizer) == {"state", "action"}
+    assert meta.provenance["steps"] == 5
     assert (tiny_teacher / "training_curve.png").stat().st_size > 0
     history = json.loads((tiny_teacher / "train_history.json").read_text())
     assert history["step"] == [1, 2, 3, 4, 5] and len(history["loss"]) == 5
@@ -57,8 +61,8 @@ def test_joint_names_of_the_dataset_reach_the_artifact(tiny_teacher, tmp_path):
     teacher, meta = load_teacher(tiny_teacher)
     names = {"state": [f"j{i}" for i in range(39)]}
     out = save_artifact(tmp_path / "a", teacher, kind="teacher", provenance={}, state_names=names)
-    assert read_meta(out)["observation"]["state_names"] == names
-    assert "state_names" not in meta["observation"]  # a MetaWorld dataset has none
+    assert _read_json(out)["observation"]["state_names"] == names
+    assert not meta.state_names  # a MetaWorld dataset has none
 
 
 def test_save_load_gives_bit_identical_actions(tiny_teacher, drawer_episodes, tmp_path):
@@ -67,7 +71,7 @@ def test_save_load_gives_bit_identical_actions(tiny_teacher, drawer_episodes, tm
     obs = state_window(drawer_episodes)
     resaved = save_artifact(tmp_path / "again", policy, "teacher", provenance={"note": "resave"})
     policy2, meta2 = load_teacher(resaved)
-    assert meta2["weights"]["tensors"] == meta["weights"]["tensors"]
+    assert meta2.weights.tensors == meta.weights.tensors
     for method in ("ddim", "ddpm"):
         a = policy.predict_action(obs, steps=4, method=method, generator=torch.Generator().manual_seed(5))
         b = policy2.predict_action(obs, steps=4, method=method, generator=torch.Generator().manual_seed(5))
@@ -126,7 +130,7 @@ def test_wrong_schema_version(artifact):
 def test_unknown_kind(artifact):
     _patch_meta(artifact, kind="mystery")
     with pytest.raises(ArtifactError, match="mystery") as info:
-        read_meta(artifact)
+        read_spec(artifact)
     assert str(artifact / POLICY_JSON) in str(info.value)
 
 
@@ -157,7 +161,7 @@ def test_weights_missing(artifact):
 
 
 def test_weights_of_another_policy_are_caught_by_shape_check(artifact, tmp_path):
-    meta = read_meta(artifact)
+    meta = _read_json(artifact)
     config = DiffusionConfig.from_dict({**meta["policy"], "unet_preset": "small"})
     other = save_artifact(tmp_path / "other", DiffusionPolicy(config, meta["normalizer"]), "teacher", {})
     shutil.copyfile(other / WEIGHTS, artifact / WEIGHTS)
@@ -207,7 +211,7 @@ def test_pickle_file_is_refused_without_unpickling(tmp_path):
     marker = tmp_path / "marker"
     checkpoint = tmp_path / "teacher.pt"
     torch.save({"state_dict": _MarkerOnUnpickle(str(marker))}, checkpoint)
-    for load in (load_teacher, read_meta):
+    for load in (load_teacher, read_spec):
         with pytest.raises(ArtifactError, match="pickle") as info:
             load(checkpoint)
         assert str(checkpoint) in str(info.value)
@@ -227,7 +231,7 @@ def test_folder_with_only_a_pickle(tmp_path):
 
 def test_load_teacher_refuses_one_step_artifact(artifact):
     _patch_meta(artifact, kind="one-step")
-    assert read_meta(artifact)["kind"] == "one-step"  # a valid artifact, only of the wrong kind
+    assert read_spec(artifact).kind == "one-step"  # a valid artifact, only of the wrong kind
     with pytest.raises(ArtifactError, match="one-step") as info:
         load_teacher(artifact)
     assert str(artifact) in str(info.value)

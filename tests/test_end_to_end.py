@@ -69,7 +69,7 @@ def test_image_observation_pipeline(tmp_path):
     train_teacher(tmp_path / "img.zarr", tmp_path / "t",
                   TrainConfig(steps=3, batch_size=4, policy={"unet_preset": "tiny"}), progress=False)
     policy, meta = load_teacher(tmp_path / "t")
-    assert meta["observation"]["cameras"] == {"corner": [3, 64, 64]}
+    assert meta.observation.cameras == {"corner": (3, 64, 64)}
     assert policy.config.obs.cameras == {"corner": (3, 64, 64)}
 
     suite = EvalSuite("drawer-open", num_envs=2, seed=1, image_size=64)

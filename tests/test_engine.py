@@ -24,7 +24,7 @@ from sdm_controller.errors import ArtifactError, ConfigError, SdmError
 from sdm_controller.policy.configuration_diffusion import DiffusionConfig, ObservationSpec
 from sdm_controller.policy.modeling_diffusion import DiffusionPolicy
 from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
-from sdm_controller.runtime.artifact import read_meta, save_artifact
+from sdm_controller.runtime.artifact import read_spec, save_artifact
 from sdm_controller.runtime.backends import onnxruntime_backend, tensorrt_backend
 from sdm_controller.runtime.backends.tensorrt_backend import tensorrt_installed
 from sdm_controller.runtime.backends.torch_backend import TorchBackend
@@ -123,7 +123,7 @@ def _parity(case: Case, kind: str, **sampler) -> None:
     out = {}
     for backend in ("torch", "onnxruntime"):
         if backend == "torch":  # the policy in memory (Engine.load(backend="torch") is tested below)
-            engine = Engine(TorchBackend(policy, kind, torch.device("cpu")), read_meta(path), path, seed=7, **sampler)
+            engine = Engine(TorchBackend(policy, kind, torch.device("cpu")), read_spec(path), seed=7, **sampler)
         else:
             engine = Engine.load(path, backend=backend, seed=7, **sampler)
         assert engine.backend_name == backend
@@ -450,16 +450,16 @@ def test_tensorrt_backend_plumbing_with_a_stand_in_compiler(tmp_path, monkeypatc
     for kind, policy, sampler in (("teacher", teacher, {"steps": 2}), ("one-step", one_step, {})):
         path = (save_artifact(tmp_path / kind, policy, kind, provenance={}) if kind == "teacher"
                 else save_one_step(tmp_path / kind, policy))
-        meta = read_meta(path)
+        meta = read_spec(path)
         builds = fake.builds
-        backends = [tensorrt_backend.TensorRTBackend(policy, meta, path, torch.device("cpu"), fp16=fp16,
+        backends = [tensorrt_backend.TensorRTBackend(policy, meta, torch.device("cpu"), fp16=fp16,
                                                      cuda_graphs=True, cache_dir=tmp_path / "cache") for _ in "ab"]
         assert fake.builds == builds + 2  # encoder + denoiser/generator, built once, then loaded from the cache
         assert [row["built"] for b in backends for row in b.cache_report] == [True, True, False, False]
         assert backends[0].float_dtype == (torch.float16 if fp16 else torch.float32)
         reference = Engine.load(path, backend="torch", seed=3, **sampler)(obs)
         for backend in backends:
-            got = Engine(backend, meta, path, seed=3, **sampler)(obs)
+            got = Engine(backend, meta, seed=3, **sampler)(obs)
             assert float(np.abs(got - reference).max()) <= (5e-2 if fp16 else 1e-5)
 
 

@@ -36,6 +36,7 @@ from sdm_controller.control.observation import NotReady, ObservationBuffer
 from sdm_controller.control.policy_interface import PolicyInterface, read_interface
 from sdm_controller.control.settings import PARAMETERS, NodeSettings, SettingsError, check_settings
 from sdm_controller.errors import ArtifactError
+from sdm_controller.runtime.artifact import ArtifactSpec, check_weights_header
 from sdm_controller.runtime.backends.base import NonFiniteError
 
 MS = 1_000_000
@@ -510,14 +511,15 @@ def test_interface_refuses_artifacts_outside_the_contract(artifact, tmp_path, pa
     meta = json.loads((artifact / "policy.json").read_text())
     patch(meta)
     with pytest.raises(ArtifactError) as info:
-        PolicyInterface.from_meta(meta, tmp_path)
+        PolicyInterface.from_spec(ArtifactSpec.from_json(meta, tmp_path))
     assert words in str(info.value)
 
 
 def test_quick_artifact_check_catches_what_would_not_load(artifact, tmp_path):
     import shutil
 
-    from sdm_controller.control.runner import verify_artifact
+    def verify_artifact(path: str, meta: dict) -> None:
+        check_weights_header(ArtifactSpec.from_json(meta, path))
 
     meta = json.loads((artifact / "policy.json").read_text())
     verify_artifact(str(artifact), meta)

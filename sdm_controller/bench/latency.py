@@ -63,32 +63,36 @@ def given_pair(work: Path, teacher: str | Path, one_step: str | Path) -> tuple[s
 
     Returns the case's labels (the UNet preset; ``image`` or ``state``), the observation spec and the copies.
     """
-    from sdm_controller.runtime.artifact import read_meta
+    from sdm_controller.runtime.artifact import read_spec
     from sdm_controller.runtime.export import export_onnx
 
-    copies, metas = [], []
+    copies, specs = [], []
     for given, kind in ((Path(teacher), "teacher"), (Path(one_step), "one-step")):
-        meta = read_meta(given)
-        if meta["kind"] != kind:
-            raise ConfigError(f"--pair: '{given}' is a {meta['kind']} artifact; expected a {kind} artifact there")
+        spec = read_spec(given)
+        if spec.kind != kind:
+            raise ConfigError(f"--pair: '{given}' is a {spec.kind} artifact; expected a {kind} artifact there")
         copy = work / "pair" / kind
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(given, copy)
         export_onnx(copy, verify=False)
         copies.append(copy)
-        metas.append(meta)
-    if metas[0]["policy"]["obs"] != metas[1]["policy"]["obs"]:
+        specs.append(spec)
+    if specs[0].observation != specs[1].observation:
         raise ConfigError(f"--pair: '{teacher}' and '{one_step}' observe different things; give a teacher and "
                           "the generator distilled from it")
-    spec = ObservationSpec(**metas[0]["policy"]["obs"])
-    return metas[1]["policy"]["unet_preset"], "image" if spec.cameras else "state", spec, copies[0], copies[1]
+    obs = specs[0].observation
+    return specs[1].config.unet_preset, "image" if obs.cameras else "state", obs, copies[0], copies[1]
 
 
 def observation(config_spec: ObservationSpec, n_obs_steps: int = 2) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    obs = {k: rng.uniform(-1, 1, (n_obs_steps, d)).astype(np.float32) for k, d in config_spec.low_dim.items()}
-    for name, (_, h, w) in config_spec.cameras.items():
-        obs[name] = rng.integers(0, 256, (n_obs_steps, h, w, 3), dtype=np.uint8)
+    obs = {}
+    for stream in config_spec.streams:
+        shape = (n_obs_steps, *stream.shape)
+        if np.issubdtype(stream.dtype, np.floating):
+            obs[stream.name] = rng.uniform(-1, 1, shape).astype(stream.dtype)
+        else:
+            obs[stream.name] = rng.integers(0, 256, shape, dtype=stream.dtype)
     return obs
 
 

@@ -78,17 +78,8 @@ def write_untrained_artifact(
     low, high = working_range(names)
     stats = {STATE_KEY: {"min": low, "max": high}, ACTION_KEY: {"min": low, "max": high}}
     torch.manual_seed(seed)
-    extra: dict = {
-        "observation": {
-            "low_dim": dict(config.obs.low_dim),
-            "cameras": {name: list(shape) for name, shape in config.obs.cameras.items()},
-            "state_names": {STATE_KEY: names},
-        }
-    }
     if one_step:
-        spec = GeneratorSpec(timestep=config.num_train_timesteps - 1)
-        policy = OneStepPolicy(config, stats, spec)
-        extra["generator"] = spec.to_dict()
+        policy = OneStepPolicy(config, stats, GeneratorSpec(timestep=config.num_train_timesteps - 1))
     else:
         policy = DiffusionPolicy(config, stats)
     lower, upper, velocity = joint_limits(names)
@@ -103,5 +94,5 @@ def write_untrained_artifact(
             "limits": {"lower": lower, "upper": upper, "velocity": velocity},
         },
         control_period_s=control_period_s,
-        extra=extra,
+        state_names={STATE_KEY: names},
     )

@@ -1,12 +1,12 @@
 """What a policy artifact needs from the robot and gives back: the node's side of ``policy.json``.
 
-The policy node runs an artifact only when ``policy.json`` says, besides what every artifact
-holds (see ``sdm_controller.runtime.artifact``), how its vectors map onto named joints. This is
-the contract addition for joint-space artifacts::
+The policy node runs an artifact only when its :class:`~sdm_controller.runtime.artifact.ArtifactSpec`
+says, besides what every artifact holds, how its vectors map onto named joints. In
+``policy.json`` (schema 2) that is::
 
     "observation": {
-        "low_dim": {"joint_positions": 8},
-        "cameras": {"wrist": [3, 96, 96]},
+        "streams": [{"name": "joint_positions", "kind": "low_dim", "shape": [8], "dtype": "float32"},
+                    {"name": "wrist", "kind": "image", "shape": [96, 96, 3], "dtype": "uint8"}],
         "state_names": {"joint_positions": ["fr3_joint1", ..., "fr3_joint7", "fr3_finger_joint1"]}
     },
     "action": {
@@ -18,7 +18,7 @@ the contract addition for joint-space artifacts::
     "horizons": {"n_obs_steps": 2, "horizon": 16, "n_action_steps": 8},
     "control_period_s": 0.1
 
-* ``observation.state_names[key]`` lists, for every low-dim key, the ``sensor_msgs/JointState``
+* ``observation.state_names[key]`` lists, for every low-dim stream, the ``sensor_msgs/JointState``
   joint whose *position* fills each entry of that vector, in order. The node maps joint states by
   these names, so the order of joints in the message does not matter and extra joints are ignored.
 * ``action.names`` are the joints the actions command, in the order of the action vector; they
@@ -31,19 +31,17 @@ the contract addition for joint-space artifacts::
   override them. Position limits must come from one of the two.
 * ``control_period_s`` is the time between consecutive actions (and observation steps) of the
   demonstrations; the node samples its observation history and times the actions with it.
-* Cameras keep their meaning: the node subscribes to ``<camera>/image_raw`` and feeds uint8 RGB
-  frames of the given size.
+* Image streams keep their meaning: the node subscribes to ``<camera>/image_raw`` and feeds uint8
+  RGB frames of the given size.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sdm_controller.errors import ArtifactError
-from sdm_controller.runtime.artifact import POLICY_JSON, read_meta
+from sdm_controller.runtime.artifact import ArtifactSpec, read_spec
 
 JOINT_POSITION = "joint_position"
 
@@ -98,87 +96,42 @@ class PolicyInterface:
         return found
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], artifact: str | Path = "") -> PolicyInterface:
-        where = f"'{Path(artifact) / POLICY_JSON}'" if artifact else POLICY_JSON
-        policy = meta.get("policy", {})
-        obs = meta.get("observation")
-        if not isinstance(obs, dict):
-            raise ArtifactError(f"{where} lacks the 'observation' object")
-        low_dim = obs.get("low_dim") or {}
-        cameras_raw = obs.get("cameras") or {}
-        state_names_raw = obs.get("state_names")
-        if low_dim and not isinstance(state_names_raw, dict):
+    def from_spec(cls, spec: ArtifactSpec) -> PolicyInterface:
+        """The node's view of a parsed artifact; ``ArtifactError`` where it breaks the node's contract."""
+        where = spec.where()
+        obs = spec.observation
+        missing = [key for key in obs.low_dim if key not in spec.state_names]
+        if missing:
             raise ArtifactError(
                 f"{where} lacks observation.state_names: the policy node maps JointState messages by joint name "
-                f"and needs, for each low-dim key {sorted(low_dim)}, the list of joint names that fill it"
+                f"and needs, for each low-dim key {sorted(missing)}, the list of joint names that fill it"
             )
-        state_names: dict[str, tuple[str, ...]] = {}
-        for key, dim in low_dim.items():
-            names = (state_names_raw or {}).get(key)
-            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-                raise ArtifactError(f"{where} observation.state_names['{key}'] must be a list of {dim} joint names")
-            if len(names) != int(dim):
-                raise ArtifactError(
-                    f"{where} observation.state_names['{key}'] has {len(names)} names; low_dim['{key}'] is {dim}"
-                )
-            if len(set(names)) != len(names):
-                raise ArtifactError(f"{where} observation.state_names['{key}'] repeats a joint name")
-            state_names[str(key)] = tuple(names)
-        cameras: dict[str, tuple[int, int]] = {}
-        for name, shape in cameras_raw.items():
-            if not isinstance(shape, list | tuple) or len(shape) != 3 or int(shape[0]) != 3:
-                raise ArtifactError(f"{where} camera '{name}' has shape {shape}; expected [3, height, width]")
-            cameras[str(name)] = (int(shape[1]), int(shape[2]))
-        action = meta.get("action")
-        if not isinstance(action, dict):
-            raise ArtifactError(f"{where} lacks the 'action' object")
-        space = action.get("space")
-        if space != JOINT_POSITION:
+        action = spec.action
+        if action.space != JOINT_POSITION:
             raise ArtifactError(
-                f"{where} has action.space {space!r}; the policy node publishes joint positions and runs only "
+                f"{where} has action.space {action.space!r}; the policy node publishes joint positions and runs only "
                 f"artifacts with action.space '{JOINT_POSITION}'"
             )
-        names = action.get("names")
-        dim = action.get("dim", policy.get("action_dim"))
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        if not action.names:
             raise ArtifactError(f"{where} action.names must be the list of commanded joint names")
-        if len(names) != dim or policy.get("action_dim", dim) != dim:
-            raise ArtifactError(f"{where} action.names has {len(names)} names; the action dimension is {dim}")
-        if len(set(names)) != len(names):
-            raise ArtifactError(f"{where} action.names repeats a joint name")
-        period = meta.get("control_period_s")
-        if not isinstance(period, int | float) or not math.isfinite(period) or period <= 0:
+        if spec.control_period_s is None:
             raise ArtifactError(
-                f"{where} has control_period_s {period!r}; the node needs the positive time between actions"
+                f"{where} has control_period_s None; the node needs the positive time between actions"
             )
-        horizons = meta.get("horizons") or {}
-        n_obs = horizons.get("n_obs_steps", policy.get("n_obs_steps"))
-        n_act = horizons.get("n_action_steps", policy.get("n_action_steps"))
-        if not isinstance(n_obs, int) or not isinstance(n_act, int) or n_obs < 1 or n_act < 1:
-            raise ArtifactError(f"{where} horizons must give positive integers n_obs_steps and n_action_steps")
-        limits = action.get("limits") or {}
-        bounds = {}
-        for key in ("lower", "upper", "velocity"):
-            value = limits.get(key)
-            if value is None:
-                bounds[key] = None
-                continue
-            if not isinstance(value, list) or len(value) != len(names):
-                raise ArtifactError(f"{where} action.limits.{key} must list {len(names)} numbers (one per joint)")
-            bounds[key] = tuple(float(v) for v in value)
+        config = spec.config
         return cls(
-            artifact=str(artifact),
-            kind=str(meta.get("kind")),
-            cameras=cameras,
-            state_names=state_names,
-            action_names=tuple(names),
-            n_obs_steps=n_obs,
-            n_action_steps=n_act,
-            control_period_s=float(period),
-            num_train_timesteps=int(policy.get("num_train_timesteps", 100)),
-            lower=bounds["lower"],
-            upper=bounds["upper"],
-            velocity=bounds["velocity"],
+            artifact=str(spec.path),
+            kind=spec.kind,
+            cameras={name: (h, w) for name, (_, h, w) in obs.cameras.items()},
+            state_names={key: spec.state_names[key] for key in obs.low_dim},
+            action_names=action.names,
+            n_obs_steps=config.n_obs_steps,
+            n_action_steps=config.n_action_steps,
+            control_period_s=spec.control_period_s,
+            num_train_timesteps=config.num_train_timesteps,
+            lower=action.lower,
+            upper=action.upper,
+            velocity=action.velocity,
         )
 
 
@@ -186,4 +139,4 @@ def read_interface(artifact: str | Path) -> PolicyInterface:
     """Read ``policy.json`` (not the weights) and check it against the node's contract."""
     if not str(artifact):
         raise ArtifactError("no artifact is set; set the 'artifact' parameter to a policy artifact folder")
-    return PolicyInterface.from_meta(read_meta(artifact), artifact)
+    return PolicyInterface.from_spec(read_spec(artifact))

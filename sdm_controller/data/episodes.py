@@ -7,7 +7,8 @@ Layout (all arrays share the frame axis N)::
       data/obs/<key>         (N, d) float32   low-dim observation
       data/obs/<camera>      (N, H, W, 3) uint8   camera image, upright RGB
       meta/episode_ends      (E,) int64   exclusive end frame of each episode
-      attrs: format, obs spec, action names, control period, source
+      attrs: format, obs_spec (streams grouped by kind: "low_dim" {key: d}, "cameras" {name: [3, H, W]}),
+             action names, control period, source
 
 The content hash covers every array and the spec, so a policy artifact can name exactly which
 data it was trained on.
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from sdm_controller.errors import DatasetError
+from sdm_controller.errors import ConfigError, DatasetError
+from sdm_controller.policy.observation_spec import IMAGE, LOW_DIM, ObservationSpec
 
 FORMAT = "sdm_controller.episodes/1"
 
@@ -57,12 +59,36 @@ class EpisodeSet:
         return np.concatenate([[0], self.episode_ends[:-1]])
 
     @property
+    def observation_spec(self) -> ObservationSpec:
+        """The streams the dataset declares in ``attrs['obs_spec']`` (each with its kind), checked
+        against the arrays: the kind of an array is what the dataset says, never guessed from it."""
+        spec = self.attrs.get("obs_spec")
+        if spec is None:
+            raise DatasetError("dataset attrs lack 'obs_spec' (the observation keys and shapes)")
+        try:
+            obs_spec = ObservationSpec.from_dict(spec)
+        except ConfigError as exc:
+            raise DatasetError(f"dataset attrs 'obs_spec' is invalid: {exc}") from exc
+        missing = [s.name for s in obs_spec.streams if s.name not in self.obs]
+        if missing:
+            raise DatasetError(f"dataset lacks observation keys {missing}; it has {sorted(self.obs)}")
+        for stream in obs_spec.streams:
+            array = self.obs[stream.name]
+            if array.shape[1:] != stream.shape or array.dtype != stream.dtype:
+                raise DatasetError(f"dataset key '{stream.name}' holds {array.dtype} frames of shape "
+                                   f"{array.shape[1:]}; its obs_spec says {stream.kind} {stream.dtype} {stream.shape}")
+        return obs_spec
+
+    def keys_of_kind(self, kind: str) -> list[str]:
+        return [s.name for s in self.observation_spec.of_kind(kind)]
+
+    @property
     def camera_keys(self) -> list[str]:
-        return [k for k, v in self.obs.items() if v.dtype == np.uint8 and v.ndim == 4]
+        return self.keys_of_kind(IMAGE)
 
     @property
     def low_dim_keys(self) -> list[str]:
-        return [k for k in self.obs if k not in self.camera_keys]
+        return self.keys_of_kind(LOW_DIM)
 
     def content_hash(self) -> str:
         digest = hashlib.sha256()

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sdm_controller.errors import ConfigError
+from sdm_controller.policy.observation_spec import ObservationSpec
 
 #: UNet channel widths per level. ``tiny`` and ``small`` fit a 2-core CPU (``tiny`` trains 2.3x
 #: faster and is what the CPU benchmarks use), ``dp`` is Diffusion Policy's image UNet scaled down
@@ -22,34 +23,6 @@ UNET_PRESETS: dict[str, tuple[int, ...]] = {
 }
 PREDICTION_TYPES = ("epsilon", "sample")
 IMAGE_ENCODERS = ("resnet18", "convnet")
-
-
-@dataclass
-class ObservationSpec:
-    """What the policy sees per observation step.
-
-    ``low_dim`` maps a key to its vector length (concatenated in this order); ``cameras`` maps a
-    camera name to its image shape (channels, height, width), uint8 RGB at the policy's input.
-    """
-
-    low_dim: dict[str, int] = field(default_factory=dict)
-    cameras: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.low_dim = {str(k): int(v) for k, v in self.low_dim.items()}
-        self.cameras = {str(k): tuple(int(x) for x in v) for k, v in self.cameras.items()}
-        if not self.low_dim and not self.cameras:
-            raise ConfigError("observation spec is empty: give at least one low-dim key or one camera")
-        for key, dim in self.low_dim.items():
-            if dim <= 0:
-                raise ConfigError(f"observation key '{key}' has dimension {dim}; expected a positive integer")
-        for name, shape in self.cameras.items():
-            if len(shape) != 3 or shape[0] != 3 or min(shape) <= 0:
-                raise ConfigError(f"camera '{name}' has shape {shape}; expected (3, height, width)")
-
-    @property
-    def low_dim_total(self) -> int:
-        return sum(self.low_dim.values())
 
 
 @dataclass
@@ -75,8 +48,8 @@ class DiffusionConfig:
     crop_fraction: float = 0.9  # random crop (training) / centre crop (inference) side fraction
 
     def __post_init__(self) -> None:
-        if isinstance(self.obs, dict):
-            self.obs = ObservationSpec(**self.obs)
+        if not isinstance(self.obs, ObservationSpec):
+            self.obs = ObservationSpec.from_dict(self.obs)
         if self.unet_preset not in UNET_PRESETS:
             raise ConfigError(f"unet_preset '{self.unet_preset}' is unknown; expected one of {sorted(UNET_PRESETS)}")
         if self.prediction_type not in PREDICTION_TYPES:
@@ -103,7 +76,7 @@ class DiffusionConfig:
         return UNET_PRESETS[self.unet_preset]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "obs": self.obs.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:

@@ -8,6 +8,8 @@ newest observation, in raw units.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,7 @@ from sdm_controller.policy.configuration_diffusion import DiffusionConfig
 from sdm_controller.policy.encoders import ObservationEncoder
 from sdm_controller.policy.noise_schedule import NoiseSchedule
 from sdm_controller.policy.normalizer import Normalizer
+from sdm_controller.policy.observation_spec import IMAGE, LOW_DIM
 
 ACTION_KEY = "action"
 
@@ -26,6 +29,23 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images.movedim(-1, -3).float() / 255.0
     return images
+
+
+def normalize_low_dim(normalizer: Normalizer, name: str, values: torch.Tensor) -> torch.Tensor:
+    """Raw low-dim vectors → [-1, 1] with the stream's own min-max statistics."""
+    return normalizer.normalize(name, values.float())
+
+
+def prepare_image(normalizer: Normalizer, name: str, images: torch.Tensor) -> torch.Tensor:
+    """Raw uint8 HWC frames → float CHW in [0, 1] (images have no statistics)."""
+    return images_to_float(images)
+
+
+#: Observation kind -> how a raw stream becomes the encoder's input (normalizer, name, tensor).
+PREPARE: dict[str, Callable[[Normalizer, str, torch.Tensor], torch.Tensor]] = {
+    LOW_DIM: normalize_low_dim,
+    IMAGE: prepare_image,
+}
 
 
 class ConditionedUnet(nn.Module):
@@ -47,11 +67,8 @@ class ConditionedUnet(nn.Module):
         )
 
     def prepare_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw observation window (B, To, ...) → normalized low-dim and [0, 1] CHW images."""
-        spec = self.config.obs
-        out = {key: self.normalizer.normalize(key, obs[key].float()) for key in spec.low_dim}
-        out.update({name: images_to_float(obs[name]) for name in spec.cameras})
-        return out
+        """Raw observation window (B, To, ...) → each stream prepared by its kind (``PREPARE``)."""
+        return {s.name: PREPARE[s.kind](self.normalizer, s.name, obs[s.name]) for s in self.config.obs.streams}
 
     def condition(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder(self.prepare_obs(obs))

@@ -34,17 +34,16 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from sdm_controller.errors import ArtifactError, ConfigError
+from sdm_controller.errors import ConfigError
 from sdm_controller.policy.configuration_diffusion import DiffusionConfig
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY
 from sdm_controller.policy.noise_schedule import SAMPLERS, NoiseSchedule, spaced_timesteps
 from sdm_controller.policy.normalizer import Normalizer
-from sdm_controller.runtime.artifact import read_meta
+from sdm_controller.runtime.artifact import ArtifactSpec, read_spec
 from sdm_controller.runtime.backends import (
     BACKENDS,
     Backend,
@@ -81,30 +80,29 @@ class Engine:
     def __init__(
         self,
         backend: Backend,
-        meta: dict[str, Any],
-        artifact: Path,
+        spec: ArtifactSpec,
         steps: int = 10,
         method: str = "ddim",
         seed: int = 0,
     ) -> None:
         self.backend = backend
-        self.meta = meta
-        self.artifact = Path(artifact)
-        self.kind: str = meta["kind"]
-        self.config = _config(meta, self.artifact)
+        self.spec = spec
+        self.artifact = spec.path
+        self.kind: str = spec.kind
+        self.config = spec.config
         self.steps, self.method = _check_sampler(self.kind, self.config, steps, method)
         self.seed = seed
         self.device = backend.device
         self.inputs: list[InputSpec] = observation_inputs(self.config)
         self.input_names = [spec.name for spec in self.inputs]
         self.action_shape = (self.config.n_action_steps, self.config.action_dim)
-        self.control_period_s = meta.get("control_period_s")
+        self.control_period_s = spec.control_period_s
         self._start = self.config.n_obs_steps - 1
         self._chunk_shape = (1, self.config.horizon, self.config.action_dim)
-        self._noise_input = self.kind == "teacher" or bool(meta.get("generator", {}).get("noise_input", True))
+        self._noise_input = self.kind == "teacher" or spec.generator is None or spec.generator.noise_input
         self._schedule = NoiseSchedule(self.config.num_train_timesteps, self.config.prediction_type,
                                        self.config.clip_sample)
-        self._normalizer = Normalizer(meta["normalizer"]).to(self.device)
+        self._normalizer = Normalizer(spec.normalizer).to(self.device)
         self._generator = torch.Generator(device=self.device)
         self.reseed(seed)
         self._allocate()
@@ -115,7 +113,7 @@ class Engine:
     @classmethod
     def load(
         cls,
-        artifact_path: str | Path,
+        artifact: str | Path | ArtifactSpec,
         backend: str = "auto",
         device: str | torch.device = "cpu",
         steps: int = 10,
@@ -127,24 +125,22 @@ class Engine:
         threads: int | None = None,
         cache_dir: str | Path | None = None,
     ) -> Engine:
-        """Load ``artifact_path`` (teacher or one-step) on ``backend`` ('auto', 'torch', 'onnxruntime',
-        'tensorrt') and ``device`` ('cpu', 'cuda', 'cuda:N', 'auto').
+        """Load ``artifact`` (a folder or its parsed spec; teacher or one-step) on ``backend``
+        ('auto', 'torch', 'onnxruntime', 'tensorrt') and ``device`` ('cpu', 'cuda', 'cuda:N', 'auto').
 
         ``steps`` / ``method`` choose the teacher's sampler (ignored for one-step artifacts);
         ``fp16`` and ``cuda_graphs`` apply to TensorRT; ``threads`` to onnxruntime's CPU provider
         (default: torch's thread count); ``cache_dir`` is the engine cache folder (default
         ``$SDM_CACHE`` or ``~/.cache/sdm_controller/engines``).
         """
-        artifact = Path(artifact_path)
-        meta = read_meta(artifact)
-        config = _config(meta, artifact)
-        _check_sampler(meta["kind"], config, steps, method)  # before any expensive build
+        spec = artifact if isinstance(artifact, ArtifactSpec) else read_spec(artifact)
+        _check_sampler(spec.kind, spec.config, steps, method)  # before any expensive build
         if backend != "auto" and backend not in BACKENDS:
             raise ConfigError(f"backend '{backend}' is unknown; expected 'auto' or one of {BACKENDS}")
-        chosen = select_backend(backend, artifact, meta, parse_device(device), fp16=fp16, cuda_graphs=cuda_graphs,
+        chosen = select_backend(backend, spec, parse_device(device), fp16=fp16, cuda_graphs=cuda_graphs,
                                 threads=threads, cache_dir=cache_dir)
-        engine = cls(chosen, meta, artifact, steps=steps, method=method, seed=seed)
-        log.info("engine: %s artifact '%s' on %s%s", engine.kind, artifact, chosen.description,
+        engine = cls(chosen, spec, steps=steps, method=method, seed=seed)
+        log.info("engine: %s artifact '%s' on %s%s", engine.kind, spec.path, chosen.description,
                  f", {method} {steps} steps" if engine.kind == "teacher" else "")
         return engine
 
@@ -154,10 +150,10 @@ class Engine:
         self._host: list[torch.Tensor] = []
         self._dev: list[torch.Tensor] = []
         for spec in self.inputs:
-            dtype = torch.uint8 if spec.camera else torch.float32
+            dtype = torch.from_numpy(np.zeros(0, dtype=spec.dtype)).dtype
             host = torch.zeros((1, *spec.shape), dtype=dtype, pin_memory=cuda)
             self._host.append(host)
-            dev_dtype = torch.uint8 if spec.camera else self.backend.float_dtype
+            dev_dtype = self.backend.float_dtype if spec.is_float else dtype
             if cuda or dev_dtype != dtype:
                 self._dev.append(torch.zeros(host.shape, dtype=dev_dtype, device=self.device))
             else:
@@ -278,16 +274,9 @@ class Engine:
             if value.shape != spec.shape:
                 raise EngineInputError(f"observation '{spec.name}' has shape {value.shape}; expected a "
                                        f"{spec.describe()}")
-            if not spec.camera and not np.isfinite(value).all():
+            if spec.is_float and not np.isfinite(value).all():
                 raise NonFiniteError(f"observation '{spec.name}' contains NaN or inf; refusing to run the policy")
             np.copyto(buffer[0], value)
-
-
-def _config(meta: dict[str, Any], artifact: Path) -> DiffusionConfig:
-    try:
-        return DiffusionConfig.from_dict(meta["policy"])
-    except (TypeError, ConfigError) as exc:
-        raise ArtifactError(f"the policy config in '{artifact}' is invalid: {exc}") from exc
 
 
 def _check_sampler(kind: str, config: DiffusionConfig, steps: int, method: str) -> tuple[int, str]:

@@ -29,7 +29,6 @@ artifact: ``--tensorrt`` builds them into the engine cache (``engine_cache.py``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 
 from sdm_controller.errors import ArtifactError, ConfigError
-from sdm_controller.runtime.artifact import POLICY_JSON, WEIGHTS, file_sha256, load_policy, read_meta
+from sdm_controller.runtime.artifact import POLICY_JSON, ArtifactSpec, build_policy, file_sha256, read_spec
 from sdm_controller.runtime.backends.graphs import COND_NAME, ENCODER, graph_specs
 
 log = logging.getLogger("sdm_controller.runtime")
@@ -61,12 +60,6 @@ def export_hint(artifact: str | Path) -> str:
     return f"python -m sdm_controller export --artifact {artifact}"
 
 
-def meta_fingerprint(meta: dict[str, Any]) -> str:
-    """sha256 of the ``policy.json`` parts that an export bakes into its graphs."""
-    baked = {key: meta.get(key) for key in ("kind", "policy", "normalizer", "generator")}
-    return hashlib.sha256(json.dumps(baked, sort_keys=True).encode()).hexdigest()
-
-
 def graph_file(name: str) -> str:
     return f"{name}.onnx"
 
@@ -78,18 +71,18 @@ def export_onnx(artifact: str | Path, opset: int = DEFAULT_OPSET, verify: bool =
     artifact = Path(artifact)
     if opset < MIN_OPSET:
         raise ConfigError(f"ONNX opset {opset} is too old; use {MIN_OPSET} or newer (GroupNorm, TensorRT fp16)")
-    policy, meta = load_policy(artifact)  # verifies the weights against policy.json
-    names = list(policy.config.obs.low_dim) + list(policy.config.obs.cameras)
-    if COND_NAME in names:
+    spec = read_spec(artifact)
+    policy = build_policy(spec)  # verifies the weights against policy.json
+    if COND_NAME in spec.observation.names:
         raise ArtifactError(f"observation key '{COND_NAME}' clashes with the encoder output name; rename it")
-    specs = graph_specs(policy, meta["kind"])
+    specs = graph_specs(policy, spec.kind)
     started = time.perf_counter()
     manifest: dict[str, Any] = {
         "format_version": MANIFEST_VERSION,
-        "kind": meta["kind"],
+        "kind": spec.kind,
         "opset": opset,
-        "weights_sha256": file_sha256(artifact / meta["weights"].get("file", WEIGHTS)),
-        "meta_sha256": meta_fingerprint(meta),
+        "weights_sha256": file_sha256(spec.weights_path),
+        "meta_sha256": spec.fingerprint,
         "exporter": f"torch.onnx legacy (dynamo=False), torch {torch.__version__}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "graphs": {},
@@ -150,10 +143,9 @@ def _verify(spec, path: Path) -> float:
     return diff
 
 
-def read_manifest(artifact: str | Path, meta: dict[str, Any] | None = None, check_files: bool = True) -> dict:
+def read_manifest(spec: ArtifactSpec, check_files: bool = True) -> dict:
     """``onnx.json`` of an artifact, checked to be current; ArtifactError says how to fix it."""
-    artifact = Path(artifact)
-    meta = meta if meta is not None else read_meta(artifact)
+    artifact = spec.path
     path = artifact / ONNX_JSON
     hint = export_hint(artifact)
     if not path.is_file():
@@ -168,17 +160,17 @@ def read_manifest(artifact: str | Path, meta: dict[str, Any] | None = None, chec
     if manifest.get("format_version") != MANIFEST_VERSION:
         raise ArtifactError(f"'{path}' has format_version {manifest.get('format_version')}; "
                             f"this package reads {MANIFEST_VERSION}; run `{hint}` again")
-    weights = artifact / meta["weights"].get("file", WEIGHTS)
+    weights = spec.weights_path
     if not weights.is_file():
         raise ArtifactError(f"'{weights}' is missing")
-    if file_sha256(weights) != recorded_weights or meta_fingerprint(meta) != recorded_meta:
+    if file_sha256(weights) != recorded_weights or spec.fingerprint != recorded_meta:
         raise ArtifactError(
             f"the ONNX export in '{artifact}' is stale: it was made from other weights or another "
             f"{POLICY_JSON} than the artifact holds now; run `{hint}` again"
         )
-    expected = {ENCODER, "denoiser" if meta["kind"] == "teacher" else "generator"}
+    expected = {ENCODER, "denoiser" if spec.kind == "teacher" else "generator"}
     if set(graphs) != expected:
-        raise ArtifactError(f"'{path}' lists graphs {sorted(graphs)}, a {meta['kind']} artifact needs "
+        raise ArtifactError(f"'{path}' lists graphs {sorted(graphs)}, a {spec.kind} artifact needs "
                             f"{sorted(expected)}; run `{hint}` again")
     if check_files:
         for name, entry in graphs.items():
@@ -207,8 +199,8 @@ def build_tensorrt(
     from sdm_controller.runtime.backends.tensorrt_backend import TensorRTBackend, require_tensorrt
 
     require_tensorrt(torch.device(device))
-    policy, meta = load_policy(artifact)
-    backend = TensorRTBackend(policy, meta, Path(artifact), torch.device(device), fp16=fp16, cache_dir=cache_dir)
+    spec = read_spec(artifact)
+    backend = TensorRTBackend(build_policy(spec), spec, torch.device(device), fp16=fp16, cache_dir=cache_dir)
     rows = backend.cache_report
     backend.close()
     return rows

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from sdm_controller.common.fr3 import action_limits
 from sdm_controller.data.episodes import EpisodeSet, load_episodes
 from sdm_controller.data.windows import WindowSampler
-from sdm_controller.errors import ConfigError, DatasetError
-from sdm_controller.policy.configuration_diffusion import DiffusionConfig, ObservationSpec
+from sdm_controller.errors import ConfigError
+from sdm_controller.policy.configuration_diffusion import DiffusionConfig
 from sdm_controller.policy.ema import EMA
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
 from sdm_controller.policy.normalizer import minmax_stats
@@ -84,18 +84,7 @@ class TrainConfig:
 
 def policy_config_for(episodes: EpisodeSet, overrides: dict[str, Any]) -> DiffusionConfig:
     """Observation and action spec from the dataset, the rest from ``overrides``."""
-    spec = episodes.attrs.get("obs_spec")
-    if spec is None:
-        raise DatasetError("dataset attrs lack 'obs_spec' (the observation keys and shapes)")
-    obs = ObservationSpec(**spec)
-    needed = list(obs.low_dim) + list(obs.cameras)
-    missing = [key for key in needed if key not in episodes.obs]
-    if missing:
-        raise DatasetError(f"dataset lacks observation keys {missing}; it has {sorted(episodes.obs)}")
-    for key, dim in obs.low_dim.items():
-        if episodes.obs[key].shape[1:] != (dim,):
-            raise DatasetError(f"dataset key '{key}' has shape {episodes.obs[key].shape[1:]}, spec says ({dim},)")
-    return DiffusionConfig(**{**overrides, "obs": obs, "action_dim": episodes.action.shape[1]})
+    return DiffusionConfig(**{**overrides, "obs": episodes.observation_spec, "action_dim": episodes.action.shape[1]})
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -137,7 +126,7 @@ def train_teacher(
         torch.set_num_threads(config.threads)
     episodes = load_episodes(dataset)
     policy_config = policy_config_for(episodes, config.policy)
-    stats = {key: minmax_stats(episodes.obs[key]) for key in policy_config.obs.low_dim}
+    stats = {key: minmax_stats(episodes.obs[key]) for key in policy_config.obs.low_dim}  # images need none
     stats[ACTION_KEY] = minmax_stats(episodes.action)
     device = torch.device(config.device)
     policy = DiffusionPolicy(policy_config, stats).to(device)
@@ -147,7 +136,7 @@ def train_teacher(
         policy_config.horizon,
         policy_config.n_obs_steps,
         policy_config.n_action_steps,
-        list(policy_config.obs.low_dim) + list(policy_config.obs.cameras),
+        policy_config.obs.names,
         seed=config.seed,
     )
     optimizer = torch.optim.AdamW(

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from sdm_controller.errors import ArtifactError, ConfigError
+from sdm_controller.runtime.artifact import ArtifactSpec, build_policy
 from sdm_controller.runtime.backends.base import (
     BACKENDS,
     Backend,
@@ -43,45 +45,43 @@ log = logging.getLogger("sdm_controller.runtime")
 
 
 class _Policy:
-    """Loads the torch policy at most once, for whichever candidates need it."""
+    """Builds the torch policy at most once, for whichever candidates need it."""
 
-    def __init__(self, artifact: Path) -> None:
-        self.artifact = artifact
-        self._loaded: tuple[Any, dict] | None = None
+    def __init__(self, spec: ArtifactSpec) -> None:
+        self.spec = spec
+        self._built: nn.Module | None = None
 
-    def __call__(self) -> tuple[Any, dict]:
-        if self._loaded is None:
-            from sdm_controller.runtime.artifact import load_policy
-
-            self._loaded = load_policy(self.artifact)
-        return self._loaded
+    def __call__(self) -> nn.Module:
+        if self._built is None:
+            self._built = build_policy(self.spec)
+        return self._built
 
 
 def create_backend(
     name: str,
-    artifact: Path,
-    meta: dict[str, Any],
+    spec: ArtifactSpec,
     device: torch.device,
     *,
     fp16: bool = True,
     cuda_graphs: bool = False,
     threads: int | None = None,
     cache_dir: str | Path | None = None,
-    policy: Callable[[], tuple[Any, dict]] | None = None,
+    policy: Callable[[], nn.Module] | None = None,
 ) -> Backend:
     """One named backend on ``device``, or a clear error saying why it cannot run here."""
-    policy = policy or _Policy(artifact)
+    policy = policy or _Policy(spec)
+    artifact = spec.path
     if name == "torch":
         from sdm_controller.runtime.backends.torch_backend import TorchBackend, check_cuda
 
         check_cuda(device, name)  # before loading weights
-        return TorchBackend(policy()[0], meta["kind"], device)
+        return TorchBackend(policy(), spec.kind, device)
     if name == "onnxruntime":
         from sdm_controller.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, require_onnxruntime
         from sdm_controller.runtime.export import read_manifest
 
         require_onnxruntime(device)
-        manifest = read_manifest(artifact, meta)
+        manifest = read_manifest(spec)
         return OnnxRuntimeBackend(artifact, manifest, device, threads=threads,
                                   cache_dir=Path(cache_dir) if cache_dir else None)
     if name == "tensorrt":
@@ -89,8 +89,7 @@ def create_backend(
 
         require_tensorrt(device)
         try:
-            return TensorRTBackend(policy()[0], meta, artifact, device, fp16=fp16, cuda_graphs=cuda_graphs,
-                                   cache_dir=cache_dir)
+            return TensorRTBackend(policy(), spec, device, fp16=fp16, cuda_graphs=cuda_graphs, cache_dir=cache_dir)
         except (BackendUnavailableError, ArtifactError):
             raise
         except Exception as exc:  # noqa: BLE001 - torch-tensorrt's failures have no common base class
@@ -100,15 +99,14 @@ def create_backend(
 
 def select_backend(
     requested: str,
-    artifact: Path,
-    meta: dict[str, Any],
+    spec: ArtifactSpec,
     device: torch.device,
     **options: Any,
 ) -> Backend:
     """``requested`` itself, or for ``auto`` the best candidate that works (see module docstring)."""
-    policy = _Policy(artifact)
+    policy = _Policy(spec)
     if requested != "auto":
-        return create_backend(requested, artifact, meta, device, policy=policy, **options)
+        return create_backend(requested, spec, device, policy=policy, **options)
     cpu = torch.device("cpu")
     candidates: list[tuple[str, torch.device]] = []
     if device.type == "cuda":
@@ -120,7 +118,7 @@ def select_backend(
     last_error: Exception | None = None
     for name, where in candidates:
         try:
-            backend = create_backend(name, artifact, meta, where, policy=policy, **options)
+            backend = create_backend(name, spec, where, policy=policy, **options)
         except (BackendUnavailableError, ArtifactError) as exc:
             if name == "torch" and isinstance(exc, ArtifactError):
                 raise  # the weights themselves are bad: no backend can help
@@ -134,4 +132,4 @@ def select_backend(
         else:
             log.info("backend auto: picked %s", backend.description)
         return backend
-    raise BackendUnavailableError(f"no backend can run '{artifact}': " + "; ".join(skipped)) from last_error
+    raise BackendUnavailableError(f"no backend can run '{spec.path}': " + "; ".join(skipped)) from last_error

@@ -3,7 +3,7 @@
 A backend holds the two networks of a policy artifact and nothing else:
 
 * ``encode(inputs) -> cond``: raw observation tensors (batch 1, in the order of
-  :func:`observation_inputs`: low-dim keys, then cameras) → the UNet's global condition. The
+  :func:`observation_inputs`: the artifact's streams) → the UNet's global condition. The
   normalization and the uint8 → float image conversion are part of the encoder.
 * ``denoise(x, t, cond) -> model output`` (teacher artifacts), called once per sampler step, or
   ``generate(z, cond) -> normalized chunk`` (one-step artifacts), one call.
@@ -44,22 +44,23 @@ class InputSpec:
     """One observation array of ONE window, as the engine takes it (no batch dimension)."""
 
     name: str
-    shape: tuple[int, ...]
+    kind: str  # observation kind of the stream (see ``policy.observation_spec.STREAM_KINDS``)
+    shape: tuple[int, ...]  # (n_obs_steps, *frame shape)
     dtype: np.dtype
-    camera: bool
+
+    @property
+    def is_float(self) -> bool:
+        """Float inputs are checked for NaN and cast to the backend's float dtype; integer ones
+        (uint8 images) travel as they are and are converted inside the encoder."""
+        return np.issubdtype(self.dtype, np.floating)
 
     def describe(self) -> str:
         return f"{np.dtype(self.dtype).name} array of shape {self.shape}"
 
 
 def observation_inputs(config: DiffusionConfig) -> list[InputSpec]:
-    """Low-dim keys (float32 (To, dim)), then cameras (uint8 (To, H, W, 3)), in policy.json order."""
-    steps = config.n_obs_steps
-    specs = [InputSpec(key, (steps, dim), np.dtype(np.float32), False) for key, dim in config.obs.low_dim.items()]
-    specs += [
-        InputSpec(name, (steps, h, w, c), np.dtype(np.uint8), True) for name, (c, h, w) in config.obs.cameras.items()
-    ]
-    return specs
+    """One input per observation stream, in the spec's order (low-dim, then images, ...)."""
+    return [InputSpec(s.name, s.kind, (config.n_obs_steps, *s.shape), s.dtype) for s in config.obs.streams]
 
 
 class Backend(abc.ABC):

@@ -4,7 +4,8 @@ Both the ONNX export and the TensorRT compile trace these, so the two compiled b
 same computation:
 
 * :class:`EncoderGraph` ``(*observations) -> cond``: normalization of low-dim inputs, uint8 HWC →
-  float CHW images, centre crop and the observation encoder.
+  float CHW images, centre crop and the observation encoder, one part per observation kind
+  (``EXPORT_ENCODERS``).
 * :class:`DenoiserGraph` ``(sample, timestep, cond) -> model_output``: the teacher UNet; the
   timestep is a float32 (1,) tensor (exact for integers up to 2^24, and it avoids int64 inputs,
   which TensorRT only emulates).
@@ -19,13 +20,15 @@ inputs are half too (the timestep stays float32).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from sdm_controller.policy.conditional_unet1d import ConditionalUnet1D, SinusoidalStepEmbedding
-from sdm_controller.policy.encoders import crop_images
+from sdm_controller.policy.encoders import ENCODERS, crop_images
+from sdm_controller.policy.observation_spec import IMAGE, LOW_DIM, ObservationStream
 from sdm_controller.policy.resnet import SpatialSoftmax
 from sdm_controller.runtime.backends.base import observation_inputs
 
@@ -61,58 +64,85 @@ class _StaticSpatialSoftmax(nn.Module):
         return (attention @ self.grid).flatten(1)  # (B, 2K): x, y per keypoint
 
 
-class EncoderGraph(nn.Module):
-    """Raw observation tensors (1, To, ...) in :func:`observation_inputs` order → (1, cond_dim).
+class _LowDimGraph(nn.Module):
+    """Normalization and the state MLP of all low-dim streams (``LowDimEncoder``)."""
 
-    Computes what ``policy.condition`` computes (normalize, uint8 HWC → [0, 1] CHW, centre crop,
-    ``ObservationEncoder`` with its image trunks) with every size fixed at construction: the
-    TorchScript tracer turns sizes into tensors, which ``crop_images``' Python arithmetic cannot
-    take and which make ``SpatialSoftmax`` export float64 ops. The engine's parity tests compare
-    this graph with ``policy.condition``.
-    """
-
-    def __init__(self, policy: nn.Module, uint8_images: bool = True) -> None:
+    def __init__(self, policy: nn.Module, streams: Sequence[ObservationStream]) -> None:
         super().__init__()
-        config = policy.config
-        self.low_dim_keys = list(config.obs.low_dim)
-        self.camera_names = list(config.obs.cameras)
-        self.n_obs_steps = config.n_obs_steps
-        self.uint8_images = uint8_images
+        self.keys = [s.name for s in streams]
         self.normalizer = policy.normalizer
-        self.encoder = policy.encoder
-        self.dtype_probe = _DtypeProbe()
+        self.mlp = getattr(policy.encoder, ENCODERS[LOW_DIM].attribute)
+
+    def forward(self, inputs: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        state = torch.cat([self.normalizer.normalize(k, x.to(dtype)) for k, x in zip(self.keys, inputs, strict=True)],
+                          dim=-1)
+        return self.mlp(state)
+
+
+class _ImageGraph(nn.Module):
+    """uint8 HWC → [0, 1] CHW, a fixed centre crop and each camera's trunk (``ImageEncoders``)."""
+
+    def __init__(self, policy: nn.Module, streams: Sequence[ObservationStream]) -> None:
+        super().__init__()
+        self.trunks = getattr(policy.encoder, ENCODERS[IMAGE].attribute)
+        self.n_obs_steps = policy.config.n_obs_steps
         self.crops = {}
         self.pools = nn.ModuleDict()
-        for name, (_, h, w) in config.obs.cameras.items():
+        for stream in streams:
+            name, (h, w) = stream.name, stream.shape[:2]
             # Ask crop_images itself which pixels it keeps, so the box cannot drift from it.
             index = torch.arange(h * w).reshape(1, 1, h, w)
             kept = crop_images(index, policy.encoder.crop_fraction, random=False)
             first = int(kept[0, 0, 0, 0])
             self.crops[name] = (first // w, first % w, kept.shape[2], kept.shape[3])
-            trunk = policy.encoder.cameras[name]
+            trunk = self.trunks[name]
             param = next(trunk.parameters())
             with torch.no_grad():
                 probe = torch.zeros(1, 3, kept.shape[2], kept.shape[3], dtype=param.dtype, device=param.device)
                 fh, fw = trunk.features(probe).shape[-2:]
             self.pools[name] = _StaticSpatialSoftmax(trunk.pool, int(fh), int(fw))
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        dtype = self.dtype_probe.probe.dtype
-        n_low = len(self.low_dim_keys)
+    def forward(self, inputs: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         features = []
-        if self.encoder.state_mlp is not None:
-            low_dim = zip(self.low_dim_keys, inputs[:n_low], strict=True)
-            state = torch.cat([self.normalizer.normalize(key, x.to(dtype)) for key, x in low_dim], dim=-1)
-            features.append(self.encoder.state_mlp(state))
-        for name, images in zip(self.camera_names, inputs[n_low:], strict=True):
+        for (name, trunk), images in zip(self.trunks.items(), inputs, strict=True):
             # Same as images_to_float: (1, To, H, W, 3) uint8 → (1, To, 3, H, W) in [0, 1]. (An explicit
             # permutation: the legacy exporter writes movedim(-1, -3) with a negative axis ONNX rejects.)
             flat = (images.permute(0, 1, 4, 2, 3).to(dtype) / 255.0).flatten(0, 1)
             top, left, ch, cw = self.crops[name]
             flat = flat[:, :, top : top + ch, left : left + cw]
-            trunk = self.encoder.cameras[name]
             keypoints = self.pools[name](trunk.features(flat))
             features.append(keypoints.reshape(1, self.n_obs_steps, -1))
+        return torch.cat(features, dim=-1)
+
+
+#: Observation kind -> the export-friendly twin of its encoder module (every size fixed at
+#: construction, see ``EncoderGraph``).
+EXPORT_ENCODERS: dict[str, type[nn.Module]] = {LOW_DIM: _LowDimGraph, IMAGE: _ImageGraph}
+
+
+class EncoderGraph(nn.Module):
+    """Raw observation tensors (1, To, ...) in :func:`observation_inputs` order → (1, cond_dim).
+
+    Computes what ``policy.condition`` computes (each kind's preparation and encoder, in kind
+    order) with every size fixed at construction: the TorchScript tracer turns sizes into
+    tensors, which ``crop_images``' Python arithmetic cannot take and which make
+    ``SpatialSoftmax`` export float64 ops. The engine's parity tests compare this graph with
+    ``policy.condition``.
+    """
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        spec = policy.config.obs
+        self.counts = [len(spec.of_kind(kind)) for kind in spec.kinds()]
+        self.parts = nn.ModuleList(EXPORT_ENCODERS[kind](policy, spec.of_kind(kind)) for kind in spec.kinds())
+        self.dtype_probe = _DtypeProbe()
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        dtype = self.dtype_probe.probe.dtype
+        features, start = [], 0
+        for part, count in zip(self.parts, self.counts, strict=True):
+            features.append(part(inputs[start : start + count], dtype))
+            start += count
         return torch.cat(features, dim=-1).flatten(1)
 
 
@@ -220,11 +250,11 @@ def graph_specs(
     cond_dim = policy.encoder.output_dim
     chunk = (1, config.horizon, config.action_dim)
     obs = [
-        TensorSpec(s.name, (1, *s.shape), ("uint8" if uint8_images else float_dtype) if s.camera else float_dtype)
+        TensorSpec(s.name, (1, *s.shape), float_dtype if s.is_float or not uint8_images else s.dtype.name)
         for s in observation_inputs(config)
     ]
     cond = TensorSpec(COND_NAME, (1, cond_dim), float_dtype)
-    specs = [GraphSpec(ENCODER, EncoderGraph(policy, uint8_images).eval(), obs, [cond])]
+    specs = [GraphSpec(ENCODER, EncoderGraph(policy).eval(), obs, [cond])]
     if kind == "teacher":
         inputs = [TensorSpec("sample", chunk, float_dtype), TensorSpec("timestep", (1,), "float32"), cond]
         specs.append(GraphSpec(DENOISER, DenoiserGraph(policy).eval(), inputs, [TensorSpec("model_output", chunk,

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sdm_controller.runtime.backends.base import Backend, BackendUnavailableError
+from sdm_controller.runtime.artifact import ArtifactSpec
+from sdm_controller.runtime.backends.base import Backend, BackendUnavailableError, observation_inputs
 from sdm_controller.runtime.backends.graphs import ENCODER, GraphSpec, graph_specs, half_precision
 from sdm_controller.runtime.engine_cache import CacheResult, EngineCache
 
@@ -85,20 +86,17 @@ class TensorRTBackend(Backend):
     def __init__(
         self,
         policy: nn.Module,
-        meta: dict[str, Any],
-        artifact: Path,
+        artifact: ArtifactSpec,
         device: torch.device,
         fp16: bool = True,
         cuda_graphs: bool = False,
         cache_dir: str | Path | None = None,
     ) -> None:
         require_tensorrt(device)
-        from sdm_controller.runtime.export import meta_fingerprint
-
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
-        self.kind = meta["kind"]
+        self.kind = artifact.kind
         self.fp16 = fp16
         self.float_dtype = torch.float16 if fp16 else torch.float32
         precision = "float16" if fp16 else "float32"
@@ -106,16 +104,16 @@ class TensorRTBackend(Backend):
         specs = graph_specs(source, self.kind, float_dtype=precision, uint8_images=False)
         for spec in specs:  # buffers the graph wrappers add (dtype probe, timestep) follow too
             spec.module.to(device=device, dtype=self.float_dtype)
-        self.camera_slots = list(range(len(policy.config.obs.low_dim), len(specs[0].inputs)))
+        self.camera_slots = [i for i, t in enumerate(observation_inputs(policy.config)) if not t.is_float]
         self.cache = EngineCache(cache_dir)
         self.base_keys = {
-            "artifact_weights_sha256": meta["weights"]["sha256"],
-            "artifact_meta_sha256": meta_fingerprint(meta),
+            "artifact_weights_sha256": artifact.weights.sha256,
+            "artifact_meta_sha256": artifact.fingerprint,
             **_gpu_keys(device),
             "precision": precision,
             **_versions(),
         }
-        self.label = Path(artifact).resolve().name or "policy"
+        self.label = artifact.path.resolve().name or "policy"
         self.modules: dict[str, Any] = {}
         self.cache_report: list[dict[str, Any]] = []
         self._stack = contextlib.ExitStack()

@@ -32,7 +32,7 @@ class TorchBackend(Backend):
         self.policy = policy.to(device).eval()
         self.kind = kind
         self.device = device
-        self.keys = list(policy.config.obs.low_dim) + list(policy.config.obs.cameras)
+        self.keys = policy.config.obs.names
         self.description = f"torch {torch.__version__} on {device}" + (
             f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
         )
