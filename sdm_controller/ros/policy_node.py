@@ -31,13 +31,14 @@ callbacks that no worker had started yet, took most of a core away from the engi
 Parameters (``sdm_controller.control.settings.PARAMETERS``) are validated in one
 ``add_on_set_parameters_callback``: a refused change returns ``successful=False`` with the reason
 and changes nothing. ``artifact``, ``backend``, ``device`` and (teacher) ``sampler``/``sampler_steps``
-start a background load of a new engine beside the running one; the running engine keeps publishing and
-is swapped out at the start of the first cycle after the new one is warm. Only one load runs at
-a time (a second engine change is refused until it finishes). If the load fails after the change
-was accepted (a failure the quick checks cannot foresee), the node logs it, reports it in the
-diagnostics and sets the changed parameters back to the values in effect. Coupled changes (a new
-artifact with a different number of joints and new limit arrays) must be set atomically
-(``set_parameters_atomically``): ``set_parameters`` applies them one at a time.
+start a background load of a new engine beside the running one (``sdm_controller.control.engine_swap``);
+the running engine keeps publishing and is swapped out at the start of the first cycle after the
+new one is warm. Only one load runs at a time (a second engine change is refused until it
+finishes). If the load fails after the change was accepted (a failure the quick checks cannot
+foresee), the node logs it, reports it in the diagnostics and sets the changed parameters back to
+the values in effect. Coupled changes (a new artifact with a different number of joints and new
+limit arrays) must be set atomically (``set_parameters_atomically``): ``set_parameters`` applies
+them one at a time.
 
 Without a usable artifact at start (none, missing, or one that does not load) the node stays up,
 logs the error, reports it on ``/diagnostics`` and publishes nothing until a valid one is set.
@@ -45,9 +46,7 @@ logs the error, reports it on ``/diagnostics`` and publishes nothing until a val
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import threading
 import time
 from typing import Any
@@ -68,16 +67,10 @@ from sdm_controller.control.controller import (
     STALE,
     PolicyController,
 )
+from sdm_controller.control.engine_swap import EngineSwap
 from sdm_controller.control.policy_interface import PolicyInterface
-from sdm_controller.control.runner import check_backend, load_runner, verify_artifact
-from sdm_controller.control.settings import (
-    ENGINE_PARAMETERS,
-    PARAMETERS,
-    SPECS,
-    NodeSettings,
-    SettingsError,
-    check_settings,
-)
+from sdm_controller.control.runner import PolicyRunner, load_runner
+from sdm_controller.control.settings import PARAMETERS, NodeSettings, SettingsError
 from sdm_controller.errors import SdmError
 from sdm_controller.ros.conversions import (
     chunk_to_trajectory,
@@ -91,7 +84,6 @@ from sdm_controller.ros.parameters import declare_parameters, parameter_changes
 from sdm_controller.ros.throttled_log import ThrottledLog
 from sdm_controller.ros.topics import ACTION_CHUNK, COMMAND_QOS, DIAGNOSTICS, SENSOR_QOS, image_topic
 from sdm_controller.ros.topics import JOINT_STATES as JOINT_STATES_TOPIC
-from sdm_controller.runtime.artifact import read_meta
 
 NODE_NAME = "policy_node"
 THROTTLE_S = 5.0
@@ -101,13 +93,12 @@ IDLE_WAKE_S = 0.25  # trigger=observation with no input: how often the thread lo
 
 
 class PolicyNode(Node):
-    """Thin adapter around :class:`~sdm_controller.control.controller.PolicyController`."""
+    """Thin adapter around :class:`~sdm_controller.control.controller.PolicyController` and
+    :class:`~sdm_controller.control.engine_swap.EngineSwap`."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._log = ThrottledLog(self.get_logger(), THROTTLE_S)
-        self._param_lock = threading.Lock()
-        self._loader: threading.Thread | None = None
         self._closing = threading.Event()
         self._wake = threading.Event()  # set by the sensor callbacks and a finished load
         self._retime = threading.Event()  # set by a settings change and by close
@@ -117,133 +108,40 @@ class PolicyNode(Node):
 
         values = declare_parameters(self, PARAMETERS)
         try:
-            self._settings = NodeSettings().updated(values)
+            settings = NodeSettings().updated(values)
         except SettingsError as exc:  # e.g. a wrong type in the YAML: run with defaults, say so
             self.get_logger().error(f"invalid parameter file or override: {exc}; using defaults")
-            self._settings = NodeSettings(artifact=str(values.get("artifact", "")))
-        self.controller = PolicyController(self._settings)
-        self._engine_key: tuple | None = None  # engine running or being loaded
-        self._running_key: tuple | None = None  # engine running (what a failed load reverts to)
+            settings = NodeSettings(artifact=str(values.get("artifact", "")))
+        self.controller = PolicyController(settings)
+        self._engine_swap = EngineSwap(self.controller, settings, load=self._load_engine, on_ready=self._wake.set,
+                                       revert=self._set_back, log=self.get_logger())
 
         self._chunk_pub = self.create_publisher(JointTrajectory, ACTION_CHUNK, COMMAND_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
         self._timing_pub = self.create_publisher(Float64MultiArray, "~/cycle_timing", 10)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._start_from_parameters()
+        self._engine_swap.start()
         self._inference = threading.Thread(target=self._run_cycles, name="inference", daemon=True)
         self._inference.start()
 
-    # -- startup and engine loading ---------------------------------------------------------
-    def _start_from_parameters(self) -> None:
-        settings = self._settings
-        if not settings.artifact:
-            self._fail("no artifact set: set the 'artifact' parameter to a policy artifact folder")
-            return
-        try:
-            interface = self._check_new_engine(settings)
-        except SdmError as exc:
-            self._fail(f"cannot run artifact '{settings.artifact}': {exc}")
-            return
-        self._start_load(settings, interface, previous=None)
-
-    def _fail(self, message: str) -> None:
-        self.controller.error = message
-        self.get_logger().error(message + "; the node publishes nothing until a valid artifact is set")
-
-    def _check_new_engine(self, settings: NodeSettings) -> PolicyInterface:
-        """Everything about a new engine that can be checked quickly (raises ``SdmError``)."""
-        if not settings.artifact:
-            raise SettingsError("parameter 'artifact' is empty; give a policy artifact folder")
-        meta = read_meta(settings.artifact)
-        interface = PolicyInterface.from_meta(meta, settings.artifact)
-        check_settings(settings, interface)
-        verify_artifact(settings.artifact, meta)
-        check_backend(settings, meta)
-        return interface
-
-    def _start_load(self, settings: NodeSettings, interface: PolicyInterface, previous: NodeSettings | None) -> None:
-        self._engine_key = settings.engine_key(interface.kind)
-        self.controller.loading = settings.artifact
-        self._loader = threading.Thread(
-            target=self._load, args=(settings, interface, previous), name="engine-loader", daemon=True
-        )
-        self._loader.start()
-
-    def _load(self, settings: NodeSettings, interface: PolicyInterface, previous: NodeSettings | None) -> None:
-        """Loader thread: build and warm up the engine, then hand it to the controller."""
-        lower_thread_priority()
+    # -- engine loading and parameters -------------------------------------------------------
+    def _load_engine(self, settings: NodeSettings) -> PolicyRunner:
+        """Loader thread: say what loads, then build and warm up the engine."""
         self.get_logger().info(f"loading '{settings.artifact}' (backend {settings.backend}, device {settings.device})")
-        try:
-            runner = load_runner(settings)
-        except Exception as exc:  # noqa: BLE001 - any failure must leave the running engine in place
-            self._load_failed(settings, previous, exc)
-            return
-        if self._closing.is_set():
-            runner.close()
-            return
-        self.controller.request_policy(runner, interface)
-        with self._param_lock:
-            self._running_key = settings.engine_key(interface.kind)
-            self._loader = None
-        self.controller.loading = ""
-        self._wake.set()
-        self.get_logger().info(f"engine ready: {runner!r}; it takes over at the next cycle")
+        return load_runner(settings)
 
-    def _load_failed(self, settings: NodeSettings, previous: NodeSettings | None, exc: Exception) -> None:
-        message = f"loading '{settings.artifact}' failed: {exc}"
-        with self._param_lock:
-            self._loader = None
-            self._engine_key = self._running_key
-        self.controller.loading = ""
-        self.controller.error = message
-        if previous is None or self._running_key is None:
-            self._fail(message)
-            return
-        revert = [name for name in settings.changed(previous) if name in SPECS]
-        self.get_logger().error(f"{message}; the running engine stays and {revert} are set back")
-        self.set_parameters([_parameter(name, getattr(previous, name)) for name in revert])
+    def _set_back(self, values: dict[str, Any]) -> None:
+        """After a failed load: the parameters as they were (the callback applies them too)."""
+        self.set_parameters([_parameter(name, value) for name, value in values.items()])
 
-    # -- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        with self._param_lock:
-            try:
-                self._accept(parameter_changes(parameters))
-            except SdmError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
-
-    def _accept(self, changes: dict[str, Any]) -> None:
-        """Validate ``changes``; apply them (next cycle) or start an engine load. Raises ``SdmError``."""
-        proposal = self._settings.updated(changes)
-        current = self.controller.pending_interface or self.controller.interface
-        kind = current.kind if current else None
-        new_engine = bool(set(changes) & set(ENGINE_PARAMETERS)) and proposal.engine_key(kind) != self._engine_key
-        interface = None
-        if new_engine:
-            if self._loader is not None:
-                raise SettingsError(
-                    f"an engine for '{self.controller.loading}' is still loading; change the engine parameters "
-                    "again when it is ready"
-                )
-            interface = self._check_new_engine(proposal)
-            new_engine = proposal.engine_key(interface.kind) != self._engine_key  # one-step ignores the sampler
-        elif self._engine_key is None and proposal.artifact:
-            # Nothing runs or loads (the start failed): any change may be what makes the artifact usable.
-            try:
-                interface = self._check_new_engine(proposal)
-                new_engine = True
-            except SdmError as exc:
-                self.controller.error = f"cannot run artifact '{proposal.artifact}': {exc}"
-        else:
-            for running in (self.controller.interface, self.controller.pending_interface):
-                if running is not None:
-                    check_settings(proposal, running)
-        previous, self._settings = self._settings, proposal
-        self.controller.request_settings(proposal)
+        try:
+            self._engine_swap.accept(parameter_changes(parameters))
+        except SdmError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
         self._retime.set()
-        if new_engine:
-            self._start_load(proposal, interface, previous)
+        return SetParametersResult(successful=True)
 
     # -- callbacks --------------------------------------------------------------------------
     def _on_image(self, camera: str, msg: Image) -> None:
@@ -271,7 +169,7 @@ class PolicyNode(Node):
         once, not after the period of the old one (10 s at 0.1 Hz)."""
         last_start = -math.inf
         while not self._closing.is_set():
-            settings = self._settings
+            settings = self._engine_swap.settings
             period = 1.0 / settings.inference_rate_hz
             if settings.trigger == "observation":
                 self._wake.clear()  # before the check: a sample arriving after it sets it again
@@ -360,21 +258,8 @@ class PolicyNode(Node):
         self._wake.set()
         self._retime.set()
         self._inference.join(timeout=10.0)
-        loader = self._loader
-        if loader is not None:
-            loader.join(timeout=10.0)
+        self._engine_swap.close()
         self.controller.close()
-
-
-def lower_thread_priority(niceness: int = 10) -> None:
-    """Make the calling thread yield the CPU to the inference and sensor threads (Linux).
-
-    On Linux every thread is its own scheduling entity and ``setpriority`` on a thread id changes
-    only that thread, so a load beside the running engine takes CPU time it would leave idle,
-    not time the next inference cycle needs. Elsewhere this does nothing.
-    """
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def _parameter(name: str, value: Any) -> Parameter:
