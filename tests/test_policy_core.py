@@ -36,6 +36,7 @@ from sdm_controller.control.observation import NotReady, ObservationBuffer
 from sdm_controller.control.policy_interface import PolicyInterface, read_interface
 from sdm_controller.control.settings import PARAMETERS, NodeSettings, SettingsError, check_settings
 from sdm_controller.errors import ArtifactError
+from sdm_controller.policy.observation_spec import ObservationSpec
 from sdm_controller.runtime.artifact import ArtifactSpec, check_weights_header
 from sdm_controller.runtime.backends.base import NonFiniteError
 
@@ -45,12 +46,15 @@ T0 = 1_700_000_000 * S  # a realistic epoch stamp: float seconds would lose nano
 P = 100 * MS  # control period of the fake interface
 
 
-def make_interface(**overrides) -> PolicyInterface:
+def make_interface(cameras=None, state_names=None, **overrides) -> PolicyInterface:
+    cameras = {"wrist": (8, 8), "scene": (8, 8)} if cameras is None else cameras
+    state_names = {"joint_positions": ("j1", "j2", "j3")} if state_names is None else state_names
     fields = dict(
         artifact="fake",
         kind="one-step",
-        cameras={"wrist": (8, 8), "scene": (8, 8)},
-        state_names={"joint_positions": ("j1", "j2", "j3")},
+        observation=ObservationSpec(low_dim={k: len(v) for k, v in state_names.items()},
+                                    cameras={name: (3, h, w) for name, (h, w) in cameras.items()}),
+        state_names=state_names,
         action_names=("j1", "j2", "j3"),
         n_obs_steps=2,
         n_action_steps=6,
@@ -571,7 +575,7 @@ def feed(controller: PolicyController, stamp: int, now: int | None = None, camer
          names=("j3", "j1", "j2", "extra"), positions=(0.3, 0.1, 0.2, 9.0)):
     now = stamp if now is None else now
     for camera in cameras:
-        assert controller.add_image(camera, stamp, rgb_image(16, 16), now) is None
+        assert controller.add_frame(camera, stamp, rgb_image(16, 16), now) is None
     return controller.add_joint_state(stamp, list(names), np.array(positions), now)
 
 
@@ -609,7 +613,7 @@ def test_new_observation_means_every_stream_moved_past_the_last_chunk():
     assert controller.has_new_observation()
     assert controller.step(T0 + 160 * MS).status == PUBLISHED
     assert not controller.has_new_observation()  # that window has been used
-    controller.add_image("wrist", T0 + 200 * MS, rgb_image(16, 16), T0 + 200 * MS)
+    controller.add_frame("wrist", T0 + 200 * MS, rgb_image(16, 16), T0 + 200 * MS)
     assert not controller.has_new_observation()  # the other camera and the joints have not moved yet
     feed(controller, T0 + 210 * MS, cameras=("scene",))
     assert controller.has_new_observation()
@@ -639,7 +643,7 @@ def test_bad_inputs_are_counted_and_build_no_chunk():
     refused = feed(controller, T0 + 150 * MS, positions=(0.3, math.nan, 0.2, 0.0))
     assert refused.reason == rejected.NON_FINITE
     bad = RawImage(16, 16, "rgb8", 48, bytes(100))
-    assert controller.add_image("wrist", T0 + 200 * MS, bad, T0 + 200 * MS).reason == rejected.BAD_SIZE
+    assert controller.add_frame("wrist", T0 + 200 * MS, bad, T0 + 200 * MS).reason == rejected.BAD_SIZE
     assert controller.rejected["joint_states non_finite"] == 1
     assert controller.rejected["wrist bad_size"] == 1
     # joints stop at 100 ms (the NaN message was refused): the window ends there, and goes stale
@@ -721,7 +725,7 @@ def test_real_engine_cycle_on_a_test_artifact(artifact):
         stamp = T0 + i * 50 * MS
         for camera in ("wrist", "scene"):
             image = RawImage(48, 64, "bgr8", 192, _pattern(48, 64).tobytes())
-            assert controller.add_image(camera, stamp, image, stamp) is None
+            assert controller.add_frame(camera, stamp, image, stamp) is None
         assert controller.add_joint_state(stamp, list(reversed(FR3_JOINTS)), home[::-1], stamp) is None
     result = controller.step(T0 + 110 * MS)
     assert result.status == PUBLISHED, result.message

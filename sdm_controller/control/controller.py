@@ -1,6 +1,6 @@
 """One inference cycle of the policy node, and everything it counts, without ROS.
 
-Threads: sensor callbacks call :meth:`PolicyController.add_image` / :meth:`add_joint_state` (any
+Threads: sensor callbacks call :meth:`PolicyController.add_frame` / :meth:`add_joint_state` (any
 thread, concurrently with a cycle); the inference timer calls :meth:`step`; the parameter callback
 and the engine loader hand over new settings and engines with :meth:`request_settings` /
 :meth:`request_policy`, which take effect at the start of the next cycle, in the inference thread,
@@ -16,21 +16,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from sdm_controller.common.images import RawImage, image_to_policy_input
 from sdm_controller.common.joints import JointMapper
 from sdm_controller.common.rejected import RejectedInput
 from sdm_controller.common.report import ERROR, OK, WARN, Report
 from sdm_controller.common.stats import LatencyWindow, RateMeter, Tally
 from sdm_controller.control.blending import ChunkBlender
 from sdm_controller.control.chunk import ActionChunk, finite_difference_velocities
+from sdm_controller.control.frames import FRAME_INTAKE
 from sdm_controller.control.limits import ClampCounts
 from sdm_controller.control.observation import NotReady, ObservationBuffer, ObservationWindow
 from sdm_controller.control.policy_interface import PolicyInterface
 from sdm_controller.control.runner import PolicyRunner
 from sdm_controller.control.settings import NodeSettings, ResolvedSettings, SettingsError, check_settings
+from sdm_controller.policy.observation_spec import ObservationStream
 
 JOINT_STATES = "joint_states"  # stream label of the joint state input in counters and diagnostics
 
@@ -68,6 +70,10 @@ class _Intake:
     interface: PolicyInterface
     buffer: ObservationBuffer
     mapper: JointMapper
+
+    @property
+    def frame_streams(self) -> dict[str, ObservationStream]:
+        return {s.name: s for s in self.interface.frame_streams}
 
 
 class PolicyController:
@@ -116,19 +122,20 @@ class PolicyController:
         return pending[1] if pending else None
 
     # -- sensor intake (any thread) ---------------------------------------------------------
-    def add_image(self, camera: str, stamp_ns: int, image: RawImage, now_ns: int) -> RejectedInput | None:
-        """Decode, resize and store one frame; the refusal (also counted) or None."""
+    def add_frame(self, stream: str, stamp_ns: int, raw: Any, now_ns: int) -> RejectedInput | None:
+        """Convert (by the stream's kind, ``FRAME_INTAKE``) and store one frame of a per-stream input,
+        such as a camera image; the refusal (also counted) or None."""
         intake = self._intake
-        if intake is None or camera not in intake.interface.cameras:
+        spec = intake.frame_streams.get(stream) if intake is not None else None
+        if spec is None:
             return None
-        height, width = intake.interface.cameras[camera]
         try:
-            frame = image_to_policy_input(image, height, width)
-            intake.buffer.add(camera, stamp_ns, frame, now_ns)
+            frame = FRAME_INTAKE[spec.kind](raw, spec)
+            intake.buffer.add(stream, stamp_ns, frame, now_ns)
         except RejectedInput as exc:
-            self.rejected.add(f"{camera} {exc.reason}")
+            self.rejected.add(f"{stream} {exc.reason}")
             return exc
-        self.input_rates[camera].add(now_ns)
+        self.input_rates[stream].add(now_ns)
         return None
 
     def add_joint_state(
@@ -274,7 +281,7 @@ class PolicyController:
             buffer = ObservationBuffer(
                 interface.streams, interface.n_obs_steps, interface.period_ns, *self._timing_ns()
             )
-            self.input_rates = {name: RateMeter() for name in interface.cameras}
+            self.input_rates = {s.name: RateMeter() for s in interface.frame_streams}
             if interface.state_names:
                 self.input_rates[JOINT_STATES] = RateMeter()
             self._intake = _Intake(interface, buffer, JointMapper(interface.state_names))
@@ -334,7 +341,7 @@ class PolicyController:
             values.append((f"input {topic} rate_hz", f"{meter.rate(now_ns):.2f}"))
             newest = None
             if intake is not None:
-                keys = [stream] if stream in intake.interface.cameras else list(intake.interface.state_names)
+                keys = [stream] if stream in intake.frame_streams else list(intake.interface.state_names)
                 stamps = [intake.buffer.newest_stamp(k) for k in keys]
                 newest = min(stamps) if stamps and None not in stamps else None
             values.append((f"input {topic} age_s", f"{(now_ns - newest) / 1e9:.3f}" if newest is not None else "none"))

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdm_controller.errors import ArtifactError
+from sdm_controller.policy.observation_spec import IMAGE, LOW_DIM, ObservationSpec, ObservationStream
 from sdm_controller.runtime.artifact import ArtifactSpec, read_spec
 
 JOINT_POSITION = "joint_position"
@@ -52,8 +53,8 @@ class PolicyInterface:
 
     artifact: str
     kind: str  # "teacher" or "one-step"
-    cameras: dict[str, tuple[int, int]]  # camera name -> (height, width) of the policy's input
-    state_names: dict[str, tuple[str, ...]]  # low-dim key -> joint names filling it, in order
+    observation: ObservationSpec  # the streams, each with its kind and frame shape
+    state_names: dict[str, tuple[str, ...]]  # low-dim stream -> joint names filling it, in order
     action_names: tuple[str, ...]
     n_obs_steps: int
     n_action_steps: int
@@ -73,13 +74,24 @@ class PolicyInterface:
 
     @property
     def streams(self) -> tuple[str, ...]:
-        """Names of the observation streams: low-dim keys, then cameras (the engine's order)."""
-        return (*self.state_names, *self.cameras)
+        """Names of the observation streams, in the engine's order."""
+        return self.observation.names
+
+    @property
+    def frame_streams(self) -> tuple[ObservationStream, ...]:
+        """The streams that arrive one frame per message on a topic of their own (all but low-dim,
+        which are filled together from ``joint_states``)."""
+        return tuple(s for s in self.observation.streams if s.kind != LOW_DIM)
+
+    @property
+    def cameras(self) -> dict[str, tuple[int, int]]:
+        """Camera name -> (height, width) of the policy's input."""
+        return {s.name: (s.shape[0], s.shape[1]) for s in self.observation.of_kind(IMAGE)}
 
     def same_observations(self, other: PolicyInterface | None) -> bool:
         """True when ``other`` takes exactly the same observation history (a buffer can be kept)."""
         return other is not None and (
-            self.cameras == other.cameras
+            self.observation == other.observation
             and self.state_names == other.state_names
             and self.n_obs_steps == other.n_obs_steps
             and self.period_ns == other.period_ns
@@ -122,7 +134,7 @@ class PolicyInterface:
         return cls(
             artifact=str(spec.path),
             kind=spec.kind,
-            cameras={name: (h, w) for name, (_, h, w) in obs.cameras.items()},
+            observation=obs,
             state_names={key: spec.state_names[key] for key in obs.low_dim},
             action_names=action.names,
             n_obs_steps=config.n_obs_steps,

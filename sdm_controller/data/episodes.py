@@ -113,7 +113,13 @@ class EpisodeSet:
 
 
 def save_episodes(episodes: EpisodeSet, path: str | Path) -> str:
-    """Write ``episodes`` to a zarr folder (replacing it); returns the content hash."""
+    """Write ``episodes`` to a zarr folder (replacing it); returns the content hash.
+
+    A declared ``obs_spec`` is checked against the arrays first, so a dataset never says one thing
+    about a stream and holds another.
+    """
+    if "obs_spec" in episodes.attrs:
+        episodes.observation_spec  # noqa: B018 - raises DatasetError on a mismatch
     root = zarr.open_group(str(path), mode="w")
     data = root.create_group("data")
     data.create_array("action", data=episodes.action.astype(np.float32))

@@ -70,6 +70,7 @@ from sdm_controller.common.joints import JointMapper
 from sdm_controller.common.rejected import MALFORMED, RejectedInput
 from sdm_controller.data.episodes import EpisodeSet, load_episodes, save_episodes
 from sdm_controller.errors import ConfigError, DatasetError
+from sdm_controller.policy.observation_spec import ObservationSpec
 
 NEXT_STATE = "next_state"
 TOPIC = "topic"
@@ -165,15 +166,18 @@ class RecorderSettings:
     def image_size(self) -> tuple[int, int]:
         return self.image_height, self.image_width
 
+    @property
+    def observation_spec(self) -> ObservationSpec:
+        """The recorded streams: the state vector (low-dim) and one image stream per camera."""
+        return ObservationSpec(low_dim={self.state_key: len(self.state_joints)},
+                               cameras={name: (3, *self.image_size) for name in self.cameras})
+
     def dataset_attrs(self) -> dict[str, Any]:
         """The dataset attributes (``SPEC_KEYS`` plus provenance) an episode is saved with."""
         return {
             "source": self.source,
             "task": self.task,
-            "obs_spec": {
-                "low_dim": {self.state_key: len(self.state_joints)},
-                "cameras": {name: [3, self.image_height, self.image_width] for name in self.cameras},
-            },
+            "obs_spec": self.observation_spec.groups(),
             "state_names": {self.state_key: list(self.state_joints)},
             "action_names": list(self.action_joints),
             "action_space": JOINT_POSITION,

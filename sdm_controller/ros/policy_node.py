@@ -55,7 +55,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory
 
@@ -72,17 +72,18 @@ from sdm_controller.control.policy_interface import PolicyInterface
 from sdm_controller.control.runner import PolicyRunner, load_runner
 from sdm_controller.control.settings import PARAMETERS, NodeSettings, SettingsError
 from sdm_controller.errors import SdmError
+from sdm_controller.policy.observation_spec import ObservationStream
 from sdm_controller.ros.conversions import (
     chunk_to_trajectory,
-    image_fields,
     joint_state_fields,
     report_to_diagnostics,
     stamp_to_ns,
 )
 from sdm_controller.ros.node_main import TIMELY_SWITCH_INTERVAL_S, run_node
+from sdm_controller.ros.observation_sources import OBSERVATION_SOURCES
 from sdm_controller.ros.parameters import declare_parameters, parameter_changes
 from sdm_controller.ros.throttled_log import ThrottledLog
-from sdm_controller.ros.topics import ACTION_CHUNK, COMMAND_QOS, DIAGNOSTICS, SENSOR_QOS, image_topic
+from sdm_controller.ros.topics import ACTION_CHUNK, COMMAND_QOS, DIAGNOSTICS, SENSOR_QOS
 from sdm_controller.ros.topics import JOINT_STATES as JOINT_STATES_TOPIC
 
 NODE_NAME = "policy_node"
@@ -103,7 +104,8 @@ class PolicyNode(Node):
         self._wake = threading.Event()  # set by the sensor callbacks and a finished load
         self._retime = threading.Event()  # set by a settings change and by close
         self._subs_lock = threading.Lock()  # the inference thread (re)subscribes, diagnostics read
-        self._image_subs: dict[str, Any] = {}
+        self._frame_subs: dict[str, Any] = {}  # per-stream inputs (cameras, ...) by stream name
+        self._frame_kinds: dict[str, str] = {}
         self._joint_sub = None
 
         values = declare_parameters(self, PARAMETERS)
@@ -144,14 +146,16 @@ class PolicyNode(Node):
         return SetParametersResult(successful=True)
 
     # -- callbacks --------------------------------------------------------------------------
-    def _on_image(self, camera: str, msg: Image) -> None:
-        rejected = self.controller.add_image(camera, stamp_to_ns(msg.header.stamp), image_fields(msg), self._now_ns())
+    def _on_frame(self, stream: ObservationStream, msg: Any) -> None:
+        source = OBSERVATION_SOURCES[stream.kind]
+        rejected = self.controller.add_frame(stream.name, stamp_to_ns(msg.header.stamp), source.fields(msg),
+                                             self._now_ns())
         if rejected is None:
             self._wake.set()
         else:
-            sub = self._image_subs.get(camera)
-            topic = sub.topic_name if sub is not None else image_topic(camera)  # as remapped
-            self._log.warning(f"{camera} {rejected.reason}", f"refused a frame on '{topic}': {rejected}")
+            sub = self._frame_subs.get(stream.name)
+            topic = sub.topic_name if sub is not None else source.topic(stream.name)  # as remapped
+            self._log.warning(f"{stream.name} {rejected.reason}", f"refused a frame on '{topic}': {rejected}")
 
     def _on_joint_state(self, msg: JointState) -> None:
         names, positions = joint_state_fields(msg)
@@ -219,16 +223,20 @@ class PolicyNode(Node):
         self._timing_pub.publish(msg)
 
     def _subscribe(self, interface: PolicyInterface) -> None:
-        """Subscriptions for the cameras and joints the running artifact needs (kept when unchanged)."""
+        """Subscriptions for the streams and joints the running artifact needs (kept when unchanged)."""
         with self._subs_lock:
-            for camera in list(self._image_subs):
-                if camera not in interface.cameras:
-                    self.destroy_subscription(self._image_subs.pop(camera))
-            for camera in interface.cameras:
-                if camera not in self._image_subs:
-                    self._image_subs[camera] = self.create_subscription(
-                        Image, image_topic(camera), lambda msg, c=camera: self._on_image(c, msg), SENSOR_QOS
+            wanted = {s.name: s for s in interface.frame_streams}
+            for name in list(self._frame_subs):
+                if name not in wanted or self._frame_kinds[name] != wanted[name].kind:
+                    self.destroy_subscription(self._frame_subs.pop(name))
+                    del self._frame_kinds[name]
+            for name, stream in wanted.items():
+                if name not in self._frame_subs:
+                    source = OBSERVATION_SOURCES[stream.kind]
+                    self._frame_subs[name] = self.create_subscription(
+                        source.message, source.topic(name), lambda msg, s=stream: self._on_frame(s, msg), SENSOR_QOS
                     )
+                    self._frame_kinds[name] = stream.kind
             if interface.state_names and self._joint_sub is None:
                 self._joint_sub = self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state,
                                                           SENSOR_QOS)
@@ -241,7 +249,7 @@ class PolicyNode(Node):
             return
         now = self._now_ns()
         with self._subs_lock:
-            topics = {camera: sub.topic_name for camera, sub in self._image_subs.items()}
+            topics = {name: sub.topic_name for name, sub in self._frame_subs.items()}
             if self._joint_sub is not None:
                 topics[JOINT_STATES] = self._joint_sub.topic_name
         report = self.controller.report(now, topics)
