@@ -190,13 +190,23 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_distill(sub: argparse._SubParsersAction) -> None:
-    from sdm_controller.distill.configuration_distill import METHODS
+    class ListMethods(argparse.HelpFormatter):
+        """Names the registered methods only when help is shown: the registry loads torch, and
+        every command builds this parser."""
 
-    p = sub.add_parser("distill", help="distill a teacher artifact into a one-step generator")
+        def _get_help_string(self, action: argparse.Action) -> str | None:
+            if action.dest != "method":
+                return action.help
+            from sdm_controller.distill.method import method_names
+
+            return f"{action.help}: one of {', '.join(method_names())}"
+
+    p = sub.add_parser("distill", help="distill a teacher artifact into a one-step generator",
+                       formatter_class=ListMethods)
     p.add_argument("--teacher", required=True, help="teacher artifact folder")
     p.add_argument("--dataset", required=True, help="the zarr dataset (observations; actions for cd)")
     p.add_argument("--out", required=True, help="one-step artifact folder to write")
-    p.add_argument("--method", default="sdm", help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--method", default="sdm", help="registered distillation method (default sdm)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr-generator", type=float, default=None)

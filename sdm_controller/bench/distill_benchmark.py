@@ -26,8 +26,18 @@ from pathlib import Path
 from sdm_controller.bench import teacher_benchmark as tb
 
 Unit = tuple[str, str, int]  # (task, prediction, seed): one teacher and all its students
+#: Which registered methods run per teacher type (``check_methods`` holds them to the registry).
 METHODS = {"epsilon": ["cd", "onedp-s", "onedp-d", "sdm", "sdm-literal"], "sample": ["sdm"]}
 DEFAULTS = {"steps": 100, "batch_size": 128, "jobs": 2}  # 100 iterations = 10 % of the 1000 teacher steps
+
+
+def check_methods() -> None:
+    """Every method the benchmark runs is registered: fail at the start, not after the teachers."""
+    from sdm_controller.distill.method import get_method
+
+    for names in METHODS.values():
+        for name in names:
+            get_method(name)
 
 
 def row_file(work: Path, task: str, prediction: str, seed: int, method: str) -> Path:
@@ -51,11 +61,11 @@ def run_one(task: str, prediction: str, seed: int, method: str, work: str, episo
     if not (out / "policy.json").exists():
         config = DistillConfig.for_method(method, steps=steps, batch_size=batch_size, seed=seed)
         distill(teacher, dataset, out, config, progress=False)
-    policy, meta = load_one_step(out)
+    policy, spec = load_one_step(out)
     suite = tb.suite_for(task, episodes)
     probe = tb.probe_observation(dataset, policy.config.n_obs_steps)
     result = suite.evaluate(policy_act(policy, seed=seed), episodes, policy.config.n_obs_steps)
-    provenance = meta["provenance"]
+    provenance = spec.provenance
     row = {
         "task": task,
         "method": method,
@@ -214,6 +224,7 @@ def resume_from_results(out: Path, work: Path, settings: dict) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_methods()
     tasks = args.tasks or tb.TASKS
     seeds = args.seeds if args.seeds is not None else tb.SEEDS
     predictions = args.predictions or tb.PREDICTIONS

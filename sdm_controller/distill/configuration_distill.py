@@ -1,8 +1,8 @@
-"""Settings of one-step distillation: one dataclass, with the published presets per method.
+"""Settings of one-step distillation: one dataclass for every method.
 
-``DistillConfig.for_method(name)`` fills in the method's defaults (SDM from the released
-configuration with its defects fixed, OneDP from the paper, CD in the LCM style); any field can
-then be overridden. Every check runs before training starts.
+``DistillConfig.for_method(name)`` fills in the registered method's ``preset`` (SDM from the
+released configuration with its defects fixed, OneDP from the paper, CD in the LCM style; see
+``method.py``); any field can then be overridden. Every check runs before training starts.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from sdm_controller.distill.method import get_method
 from sdm_controller.errors import ConfigError
 
-METHODS = ("sdm", "sdm-literal", "onedp-s", "onedp-d", "cd")
 T_SAMPLERS = ("grid", "uniform")
 WEIGHTINGS = ("sdm", "sigma2")
 SCORE_NORMALIZERS = ("batch", "sample", "none")
@@ -23,7 +23,7 @@ OPTIMIZERS = ("adamw", "adam")
 class DistillConfig:
     """Hyperparameters of a distillation run (see ``for_method`` for each method's defaults)."""
 
-    method: str = "sdm"
+    method: str = "sdm"  # a registered method (``method_names()``)
     steps: int = 2000  # iterations (each updates the fake score network F; G every ``update_ratio``)
     batch_size: int = 128
     update_ratio: int = 1  # F updates per G update (SDM released: G steps in 1 of 5 epochs)
@@ -56,8 +56,8 @@ class DistillConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.t_range = tuple(self.t_range)
+        get_method(self.method)
         choices = [
-            ("method", METHODS),
             ("t_sampler", T_SAMPLERS),
             ("weighting", WEIGHTINGS),
             ("score_normalizer", SCORE_NORMALIZERS),
@@ -84,39 +84,7 @@ class DistillConfig:
 
     @classmethod
     def for_method(cls, method: str, **overrides: Any) -> DistillConfig:
-        if method not in METHODS:
-            raise ConfigError(f"distillation method '{method}' does not exist; expected one of {list(METHODS)}")
-        presets: dict[str, dict[str, Any]] = {
-            # Released SDM: 10-point grid, AdamW 5e-5, clip 1, frozen encoder, batch-wide score
-            # normaliser. Fixed here: F's loss detaches the sample, G has an EMA, one call. Changed
-            # for short budgets: F learns alone for 50 iterations and at 1e-4 (at init F equals R,
-            # so g is noise that Adam turns into full-size steps; on drawer-open with an x0 teacher,
-            # 100 iterations took success from 1.00 to 0.76 without this and kept 1.00 with it).
-            # The scores are read at the clamped sample (straight-through): an epsilon teacher read
-            # as a generator puts 95 % of its outputs outside [-1, 1], where neither score means
-            # anything; on drawer-open (epsilon, 100 iterations) success went from 0.00 to 0.58
-            # (benchmarks/results/probe_epsilon_sdm.json). An x0 teacher's outputs are in range.
-            "sdm": {"fake_warmup_steps": 50, "lr_fake": 1e-4, "sample_clamp": True},
-            "sdm-literal": {"fake_warmup_steps": 50, "lr_fake": 1e-4, "sample_clamp": True, "literal": True},
-            # OneDP (paper, App. B): Adam beta1 = 0, TTUR 2e-5 / 1e-6, k ~ U[2, 95], sigma^2
-            # weighting, no normaliser, trainable encoders, generator timestep 65.
-            "onedp-s": {
-                "optimizer": "adam",
-                "betas": (0.0, 0.999),
-                "lr_generator": 1e-6,
-                "lr_fake": 2e-5,
-                "weight_decay": 0.0,
-                "t_sampler": "uniform",
-                "weighting": "sigma2",
-                "score_normalizer": "none",
-                "encoder_trainable": True,
-                "generator_timestep": 65,
-            },
-            # ManiCM-style LCM distillation: AdamW 5e-5, clip 1, frozen encoder.
-            "cd": {},
-        }
-        presets["onedp-d"] = {**presets["onedp-s"], "noise_input": False}
-        return cls(**{**presets[method], **overrides, "method": method})
+        return cls(**{**get_method(method).preset, **overrides, "method": method})
 
     def with_overrides(self, **overrides: Any) -> DistillConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

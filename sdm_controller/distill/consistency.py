@@ -10,11 +10,20 @@ f(x, 0) = x. One-step inference is f(z, t_10).
 
 from __future__ import annotations
 
+import copy
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from sdm_controller.distill.distribution_matching import reduce_mean
+from sdm_controller.distill.method import DistillMethod, Step, StepLosses, register_method
+from sdm_controller.policy.modeling_diffusion import DiffusionPolicy
+from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
 from sdm_controller.policy.noise_schedule import NoiseSchedule, spaced_timesteps
+
+if TYPE_CHECKING:
+    from sdm_controller.distill.configuration_distill import DistillConfig
 
 TIMESTEP_SCALING = 10.0  # LCM's scaling of the timestep inside c_skip / c_out
 
@@ -74,3 +83,40 @@ def ema_update(target: torch.nn.Module, online: torch.nn.Module, decay: float) -
             p_t.mul_(decay).add_(p_o, alpha=1.0 - decay)
 
 
+
+
+@register_method
+class CD(DistillMethod):
+    """ManiCM-style LCM distillation (AdamW 5e-5, clip 1, frozen encoder): G is the online network,
+    trained on demo chunks against an EMA target; no network besides G is optimised."""
+
+    name = "cd"
+    loss_names = ("generator", "fake")  # no F: "fake" stays null, so all built-in histories have the same columns
+
+    def __init__(
+        self, teacher: DiffusionPolicy, generator: OneStepPolicy, config: DistillConfig, distributed: bool
+    ) -> None:
+        super().__init__(teacher, generator, config, distributed)
+        self.core = ConsistencyDistillation(teacher.schedule, config.cd_sigma_data, distributed)
+        self.target = copy.deepcopy(generator).requires_grad_(False)
+
+    @classmethod
+    def generator_spec(cls, teacher: DiffusionPolicy, config: DistillConfig) -> GeneratorSpec:
+        """f(z, t_10): the top of the grid with its consistency scalings (``generator_timestep`` is not read)."""
+        core = ConsistencyDistillation(teacher.schedule, config.cd_sigma_data)
+        skip_scale, out_scale = core.generator_scalings()
+        return GeneratorSpec(core.top_timestep, config.noise_input, skip_scale, out_scale)
+
+    def losses(self, step: Step) -> StepLosses:
+        index = step.share(torch.randint(0, len(self.core.grid), (step.global_count,), generator=step.rng))
+        loss = self.core.loss(
+            step.actions, step.eps, index,
+            teacher=lambda x, t, c=step.cond_real: self.teacher.unet(x, t, c),
+            online=lambda x, t, c=step.cond_gen: self.generator.unet(x, t, c),
+            target=lambda x, t, c=step.cond_real: self.target.unet(x, t, c),
+            global_count=step.global_count,
+        )
+        return StepLosses(loss, {"generator": loss})
+
+    def after_generator_step(self) -> None:
+        ema_update(self.target, self.generator, self.config.cd_ema)

@@ -1,10 +1,13 @@
-"""``distill``: teacher artifact + dataset in, one-step artifact out.
+"""``distill``: teacher artifact + dataset in, one-step artifact out, for any registered method.
 
 Networks, all initialised from the teacher:
 
 * R, the teacher itself (frozen), gives the real score;
-* F, a trainable copy, learns the generator's score by denoising its samples (not in OneDP-D);
-* G, a ``OneStepPolicy`` with the teacher's weights, is the generator; its EMA is saved.
+* G, a ``OneStepPolicy`` with the teacher's weights, is the generator; its EMA is saved;
+* whatever else the method builds and trains (SDM and OneDP-S: a fake score F; CD: an EMA target).
+
+The loop here is the same for every method (``method.py``): batch, noise, conditioning, the
+method's losses, one update of its networks and, on generator steps, of G.
 
 Data-parallel (``torchrun --nproc_per_node N``): every rank draws the same global batch and noise
 from the same seed and keeps its slice; losses are divided by the global count and gradients
@@ -13,7 +16,6 @@ all-reduced by sum, so N processes reproduce the 1-process run on the same globa
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -23,24 +25,17 @@ from typing import Any
 
 import torch
 
-from sdm_controller.data.episodes import load_episodes
+from sdm_controller.data.episodes import EpisodeSet, load_episodes
 from sdm_controller.data.windows import WindowSampler
 from sdm_controller.distill.configuration_distill import DistillConfig
-from sdm_controller.distill.consistency import ConsistencyDistillation, ema_update
-from sdm_controller.distill.distribution_matching import DistributionMatching, clamp_straight_through
+from sdm_controller.distill.method import Step, get_method
 from sdm_controller.errors import ArtifactError, ConfigError
 from sdm_controller.policy.ema import EMA
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
-from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
-from sdm_controller.runtime.artifact import load_teacher, save_artifact
+from sdm_controller.policy.modeling_one_step import OneStepPolicy
+from sdm_controller.runtime.artifact import ArtifactSpec, load_teacher, save_artifact
 from sdm_controller.training.curves import plot_curves
 from sdm_controller.training.teacher import lr_factor, policy_config_for
-
-#: Generator timestep for epsilon teachers, counted back from T: beta_{T-1} is clipped to 0.999 in
-#: squaredcos_cap_v2, so alpha_{T-1} ~ 5e-4 (eps -> x0 amplifies errors 2000x) while alpha_{T-2} ~ 0.016.
-#: Measured on drawer-open (epsilon teacher, 25 episodes, before any distillation): the teacher read
-#: at t = 65 (OneDP's choice, kept in its preset) succeeds 0.00, at t = 98 0.40, at t = 99 0.28.
-EPSILON_GENERATOR_OFFSET = 2
 
 
 class Rank:
@@ -74,7 +69,7 @@ class Rank:
         return self.rank == 0
 
 
-def check_spec(teacher: DiffusionPolicy, dataset: Path) -> Any:
+def check_spec(teacher: DiffusionPolicy, dataset: Path) -> EpisodeSet:
     """The dataset must provide exactly the observations and actions the teacher was trained on."""
     episodes = load_episodes(dataset)
     data_config = policy_config_for(episodes, {})
@@ -85,20 +80,6 @@ def check_spec(teacher: DiffusionPolicy, dataset: Path) -> Any:
             f"{data_config.action_dim})"
         )
     return episodes
-
-
-def generator_timestep(teacher: DiffusionPolicy, config: DistillConfig, cd: ConsistencyDistillation | None) -> int:
-    if cd is not None:
-        return cd.top_timestep
-    if config.generator_timestep is not None:
-        t = config.generator_timestep
-        limit = teacher.config.num_train_timesteps - (1 if teacher.config.prediction_type == "epsilon" else 0)
-        if not 0 <= t <= limit:
-            raise ConfigError(f"generator_timestep {t} must lie in [0, {limit}] for this teacher")
-        return t
-    if teacher.config.prediction_type == "epsilon":
-        return teacher.config.num_train_timesteps - EPSILON_GENERATOR_OFFSET
-    return teacher.config.num_train_timesteps  # SDM: pure noise in, one past the training range
 
 
 def make_optimizer(params: list, lr: float, config: DistillConfig) -> torch.optim.Optimizer:
@@ -131,37 +112,30 @@ def distill(
     history_out: dict | None = None,
 ) -> dict[str, Any]:
     """Run one distillation; rank 0 writes the artifact (and intermediate checkpoints) to ``out``."""
-    teacher, teacher_meta = load_teacher(teacher_path)
+    method_class = get_method(config.method)
+    teacher, teacher_spec = load_teacher(teacher_path)
     episodes = check_spec(teacher, Path(dataset))
     rank = Rank()
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     teacher = teacher.to(device).requires_grad_(False)
-    schedule = teacher.schedule
-    cd = ConsistencyDistillation(schedule, config.cd_sigma_data, rank.distributed) if config.method == "cd" else None
-    dm = None if cd else DistributionMatching(schedule, config, rank.distributed)
-    spec = GeneratorSpec(timestep=generator_timestep(teacher, config, cd), noise_input=config.noise_input)
-    if cd is not None:
-        spec.skip_scale, spec.out_scale = cd.generator_scalings()
+    spec = method_class.generator_spec(teacher, config)
     generator = OneStepPolicy(teacher.config, teacher.normalizer.stats, spec).to(device)
     generator.load_state_dict(teacher.state_dict())
     generator.encoder.requires_grad_(config.encoder_trainable)
-    fake = None
-    if config.method not in ("onedp-d", "cd"):
-        fake = copy.deepcopy(teacher).requires_grad_(True)
-        fake.encoder.requires_grad_(config.encoder_trainable)
-    target = copy.deepcopy(generator).requires_grad_(False) if cd else None
+    method = method_class(teacher, generator, config, rank.distributed)
     ema = EMA(generator, max_decay=config.generator_ema)
 
     def schedule_lr(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config.warmup_steps, 10**12))
 
-    params_g = trainable(generator)
-    params_f = trainable(fake) if fake is not None else []
-    opt_g = make_optimizer(params_g, config.lr_generator, config)
-    sched_g = schedule_lr(opt_g)
-    opt_f = make_optimizer(params_f, config.lr_fake, config) if fake is not None else None
-    sched_f = schedule_lr(opt_f) if opt_f is not None else None
+    # One optimiser for G, then one per network the method trains, in its order.
+    updates = []
+    for module, lr in [(generator, config.lr_generator)] + [(n.module, n.lr) for n in method.trained]:
+        params = trainable(module)
+        optimizer = make_optimizer(params, lr, config)
+        updates.append((params, optimizer, schedule_lr(optimizer)))
+    update_g, update_others = updates[0], updates[1:]
     tc = teacher.config
     sampler = WindowSampler(
         episodes, tc.horizon, tc.n_obs_steps, tc.n_action_steps, list(tc.obs.low_dim) + list(tc.obs.cameras),
@@ -171,7 +145,8 @@ def distill(
         raise ConfigError(f"batch_size {config.batch_size} must be divisible by the {rank.world} processes")
     noise_rng = torch.Generator().manual_seed(config.seed + 1)
     shape = (config.batch_size, tc.horizon, tc.action_dim)
-    history: dict[str, list] = {"step": [], "loss_generator": [], "loss_fake": [], "eval_step": [], "eval_success": []}
+    losses = [f"loss_{name}" for name in method.loss_names]
+    history: dict[str, list] = {"step": [], **{key: [] for key in losses}, "eval_step": [], "eval_success": []}
     out = Path(out)
     start = time.perf_counter()
     from tqdm import tqdm
@@ -185,52 +160,28 @@ def distill(
         with torch.no_grad():
             cond_real = teacher.condition(obs)
         cond_gen = generator.condition(obs) if config.encoder_trainable else cond_real
-        if not config.noise_input:
+        if not spec.noise_input:
             z = torch.zeros_like(z)
         g_step = it >= config.fake_warmup_steps and it % config.update_ratio == 0
-        if cd is not None:
-            index = rank.slice(torch.randint(0, len(cd.grid), (config.batch_size,), generator=noise_rng))
-            x0 = teacher.normalizer.normalize(ACTION_KEY, rank.slice(batch[ACTION_KEY]).to(device).float())
-            loss_g = cd.loss(
-                x0, eps, index,
-                teacher=lambda x, t, c=cond_real: teacher.unet(x, t, c),
-                online=lambda x, t, c=cond_gen: generator.unet(x, t, c),
-                target=lambda x, t, c=cond_real: target.unet(x, t, c),
-                global_count=config.batch_size,
-            )
-            loss_f = None
-            total = loss_g
-        else:
-            t = rank.slice(dm.sample_t(config.batch_size, noise_rng)).to(device)
-            need_grad = g_step or config.literal
-            with torch.set_grad_enabled(need_grad):
-                a = generator.generate(z, cond_gen)
-                if config.sample_clamp:
-                    a = clamp_straight_through(a)
-            cond_fake = fake.condition(obs) if (fake is not None and config.encoder_trainable) else cond_real
-            terms = dm.terms(
-                a,
-                real=lambda x, tt, c=cond_real: teacher.unet(x, tt, c),
-                fake=(lambda x, tt, c=cond_fake: fake.unet(x, tt, c)) if fake is not None else None,
-                eps=eps,
-                t=t,
-                global_count=config.batch_size,
-            )
-            loss_g, loss_f = terms.loss_generator, terms.loss_fake
-            total = (loss_f if loss_f is not None else 0.0) + (loss_g if g_step else 0.0)
-        if torch.is_tensor(total) and total.requires_grad:
-            total.backward()
-        if fake is not None:
-            apply_update(params_f, opt_f, sched_f, rank, config.grad_clip)
+        actions = teacher.normalizer.normalize(ACTION_KEY, rank.slice(batch[ACTION_KEY]).to(device).float())
+        step = Step(obs=obs, actions=actions, z=z, eps=eps, cond_real=cond_real, cond_gen=cond_gen,
+                    train_generator=g_step, rng=noise_rng, share=rank.slice, global_count=config.batch_size,
+                    device=device)
+        result = method.losses(step)
+        if torch.is_tensor(result.objective) and result.objective.requires_grad:
+            result.objective.backward()
+        for params, optimizer, scheduler in update_others:
+            apply_update(params, optimizer, scheduler, rank, config.grad_clip)
         if g_step:
-            # Literal SDM keeps F's gradient on G between G steps; zeroing only here reproduces it.
-            apply_update(params_g, opt_g, sched_g, rank, config.grad_clip)
+            # G's gradient is cleared only here, so what reaches G between its steps adds to the next
+            # one: released (literal) SDM's F loss does, and so does CD's loss during warm-up.
+            apply_update(*update_g, rank, config.grad_clip)
             ema.step(generator)
-            if target is not None:
-                ema_update(target, generator, config.cd_ema)
+            method.after_generator_step()
         history["step"].append(it + 1)
-        history["loss_generator"].append(float(loss_g.detach()))
-        history["loss_fake"].append(float(loss_f.detach()) if loss_f is not None else None)
+        for name, key in zip(method.loss_names, losses, strict=True):
+            value = result.logged.get(name)
+            history[key].append(float(value.detach()) if value is not None else None)
         if rank.main and progress:
             bar.set_postfix(loss_g=f"{history['loss_generator'][-1]:.4g}")
         last = it + 1 == config.steps
@@ -241,31 +192,42 @@ def distill(
                 history["eval_step"].append(it + 1)
                 history["eval_success"].append(success)
                 bar.write(f"step {it + 1}: success {success:.2f}")
-            save_one_step(out if last else out / "checkpoints" / f"step{it + 1}", ema.model, teacher_meta,
+            save_one_step(out if last else out / "checkpoints" / f"step{it + 1}", ema.model, teacher_spec,
                           teacher_path, dataset, config, it + 1, time.perf_counter() - start, episodes)
     seconds = time.perf_counter() - start
     if history_out is not None:
         history_out.update(history)
     if rank.main:
         (out / "distill_history.json").write_text(json.dumps(history))
-        plot_curves(history, ["loss_generator", "loss_fake"], out / "distill_curves.png",
+        plot_curves(history, losses, out / "distill_curves.png",
                     title=f"distillation ({config.method})", xlabel="iteration")
     return {"artifact": str(out), "seconds": seconds, **history}
 
 
-def save_one_step(path, policy, teacher_meta, teacher_path, dataset, config, steps, seconds, episodes) -> None:
-    teacher_steps = teacher_meta["provenance"].get("steps")
+def save_one_step(
+    path: Path,
+    policy: OneStepPolicy,
+    teacher_spec: ArtifactSpec,
+    teacher_path: str | Path,
+    dataset: str | Path,
+    config: DistillConfig,
+    steps: int,
+    seconds: float,
+    episodes: EpisodeSet,
+) -> None:
+    """The one-step artifact, with the teacher's action, timing and joint names, and where it came from."""
+    teacher_steps = teacher_spec.provenance.get("steps")
     provenance = {
         "algorithm": config.method,
         "distill": config.to_dict(),
         "steps": steps,
         "seed": config.seed,
         "teacher": str(teacher_path),
-        "teacher_weights_sha256": teacher_meta["weights"]["sha256"],
+        "teacher_weights_sha256": teacher_spec.weights.sha256,
         "teacher_steps": teacher_steps,
         "steps_fraction_of_teacher": (steps / teacher_steps) if teacher_steps else None,
         "dataset": str(dataset),
-        "dataset_hash": teacher_meta["provenance"].get("dataset_hash"),
+        "dataset_hash": teacher_spec.provenance.get("dataset_hash"),
         "source": episodes.attrs.get("source"),
         "distill_seconds": round(seconds, 1),
     }
@@ -274,8 +236,7 @@ def save_one_step(path, policy, teacher_meta, teacher_path, dataset, config, ste
         policy,
         kind="one-step",
         provenance=provenance,
-        action=teacher_meta.get("action"),
-        control_period_s=teacher_meta.get("control_period_s"),
-        extra={"generator": policy.generator_spec.to_dict()},
-        state_names=teacher_meta.get("observation", {}).get("state_names"),
+        action=teacher_spec.action,
+        control_period_s=teacher_spec.control_period_s,
+        state_names=teacher_spec.state_names,
     )
