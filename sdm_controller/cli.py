@@ -122,8 +122,7 @@ def _simulator_evaluator(task: str, dataset: str, config) -> Callable:
     from sdm_controller.bench.metaworld_eval import EvalSuite, teacher_act
     from sdm_controller.data.episodes import load_episodes
 
-    spec = load_episodes(dataset).attrs.get("obs_spec", {})
-    cameras = spec.get("cameras", {})
+    cameras = load_episodes(dataset).observation_spec.cameras
     image_size = next(iter(cameras.values()))[1] if cameras else None
     suite = EvalSuite(task, num_envs=min(config.eval_episodes, 25), seed=1, image_size=image_size)
 
@@ -163,7 +162,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from sdm_controller.runtime.artifact import load_teacher
 
     samplers = [_parse_sampler(s) for s in (args.sampler or ["ddpm:100", "ddim:10", "ddim:4", "ddim:1"])]
-    policy, meta = load_teacher(args.artifact)
+    policy, _ = load_teacher(args.artifact)
     cameras = policy.config.obs.cameras
     image_size = next(iter(cameras.values()))[1] if cameras else None
     suite = EvalSuite(args.task, num_envs=min(args.num_envs, args.episodes), seed=args.seed, image_size=image_size)

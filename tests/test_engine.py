@@ -75,8 +75,7 @@ def make_one_step(teacher: DiffusionPolicy, spec: GeneratorSpec) -> OneStepPolic
 
 
 def save_one_step(path: Path, policy: OneStepPolicy) -> Path:
-    return save_artifact(path, policy, "one-step", provenance={"test": True},
-                         extra={"generator": policy.generator_spec.to_dict()})
+    return save_artifact(path, policy, "one-step", provenance={"test": True})
 
 
 def observation(config: DiffusionConfig, seed: int = 0) -> dict[str, np.ndarray]:

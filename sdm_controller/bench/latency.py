@@ -50,8 +50,7 @@ def make_pair(work: Path, size: str, conditioning: str) -> tuple[Path, Path]:
     base = work / f"{size}_{conditioning}"
     provenance = {"algorithm": "random init (latency benchmark)"}
     teacher_path = save_artifact(base / "teacher", teacher, "teacher", provenance)
-    one_step_path = save_artifact(base / "one_step", generator, "one-step", provenance,
-                                  extra={"generator": generator.generator_spec.to_dict()})
+    one_step_path = save_artifact(base / "one_step", generator, "one-step", provenance)
     for path in (teacher_path, one_step_path):
         export_onnx(path, verify=False)
     return teacher_path, one_step_path

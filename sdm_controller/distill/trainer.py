@@ -138,7 +138,7 @@ def distill(
     update_g, update_others = updates[0], updates[1:]
     tc = teacher.config
     sampler = WindowSampler(
-        episodes, tc.horizon, tc.n_obs_steps, tc.n_action_steps, list(tc.obs.low_dim) + list(tc.obs.cameras),
+        episodes, tc.horizon, tc.n_obs_steps, tc.n_action_steps, tc.obs.names,
         seed=config.seed,
     )
     if config.batch_size % rank.world:

@@ -128,7 +128,6 @@ def save_artifact(
     provenance: dict[str, Any],
     action: ActionSpec | dict[str, Any] | None = None,
     control_period_s: float | None = None,
-    extra: dict[str, Any] | None = None,
     state_names: dict[str, list[str]] | None = None,
 ) -> Path:
     """Write ``policy`` (its config, normalizer and weights) as an artifact folder.
@@ -148,6 +147,9 @@ def save_artifact(
     if isinstance(action, ActionSpec):
         action = action.to_dict()
     generator = getattr(policy, "generator_spec", None)
+    if (kind == "one-step") != (generator is not None):
+        needed = "OneStepPolicy" if kind == "one-step" else "DiffusionPolicy"
+        raise ArtifactError(f"a {kind} artifact is written from a {needed}, got {type(policy).__name__}")
     meta = {
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
@@ -171,7 +173,6 @@ def save_artifact(
             "sha256": file_sha256(path / WEIGHTS),
             "tensors": {k: list(v.shape) for k, v in tensors.items()},
         },
-        **(extra or {}),
     }
     ArtifactSpec.from_json(meta, path)
     (path / POLICY_JSON).write_text(json.dumps(meta, indent=2))
