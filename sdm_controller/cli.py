@@ -144,7 +144,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--sampler",
         action="append",
         default=None,
-        help="METHOD:STEPS, repeatable (default ddpm:100 ddim:10 ddim:4 ddim:1)",
+        help="METHOD:STEPS, repeatable, for teacher artifacts (default ddpm:100 ddim:10 ddim:4 ddim:1); "
+        "a one-step artifact is one call per chunk",
     )
     p.add_argument("--json", default=None, help="write the result rows here")
     p.set_defaults(func=_run_evaluate)
@@ -158,31 +159,38 @@ def _parse_sampler(text: str) -> tuple[str, int]:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from sdm_controller.bench.metaworld_eval import EvalSuite, teacher_act
-    from sdm_controller.runtime.artifact import load_teacher
+    from sdm_controller.bench.metaworld_eval import EvalSuite, check_observations, policy_act, teacher_act
+    from sdm_controller.runtime.artifact import load_policy
 
     samplers = [_parse_sampler(s) for s in (args.sampler or ["ddpm:100", "ddim:10", "ddim:4", "ddim:1"])]
-    policy, _ = load_teacher(args.artifact)
-    cameras = policy.config.obs.cameras
-    image_size = next(iter(cameras.values()))[1] if cameras else None
+    if args.episodes <= 0:
+        raise SdmError(f"--episodes must be positive, got {args.episodes}")
+    policy, spec = load_policy(args.artifact)
+    image_size = check_observations(spec.observation, args.task, str(args.artifact))
+    if spec.kind == "teacher":
+        runs = [(f"teacher-{method}{steps}", teacher_act(policy, steps, method)) for method, steps in samplers]
+    else:  # one network call per chunk: the sampler options do not apply
+        runs = [(str(spec.provenance.get("algorithm", "one-step")), policy_act(policy))]
     suite = EvalSuite(args.task, num_envs=min(args.num_envs, args.episodes), seed=args.seed, image_size=image_size)
     rows = []
-    print(f"{'task':<22}{'sampler':<10}{'episodes':>9}{'success':>9}{'ms/chunk':>10}")
-    for method, steps in samplers:
-        result = suite.evaluate(teacher_act(policy, steps, method), args.episodes, policy.config.n_obs_steps)
-        row = {
-            "task": result.task,
-            "method": f"teacher-{method}{steps}",
-            "prediction": policy.config.prediction_type,
-            "seed": args.seed,
-            "episodes": result.episodes,
-            "success": result.success,
-            "ms_per_chunk": result.ms_per_chunk,
-        }
-        rows.append(row)
-        print(f"{result.task:<22}{method + str(steps):<10}{result.episodes:>9}{result.success:>9.2f}"
-              f"{result.ms_per_chunk:>10.1f}")
-    suite.close()
+    print(f"{'task':<22}{'method':<18}{'episodes':>9}{'success':>9}{'ms/chunk':>10}")
+    try:
+        for method, act in runs:
+            result = suite.evaluate(act, args.episodes, policy.config.n_obs_steps)
+            row = {
+                "task": result.task,
+                "method": method,
+                "prediction": policy.config.prediction_type,
+                "seed": args.seed,
+                "episodes": result.episodes,
+                "success": result.success,
+                "ms_per_chunk": result.ms_per_chunk,
+            }
+            rows.append(row)
+            print(f"{result.task:<22}{method:<18}{result.episodes:>9}{result.success:>9.2f}"
+                  f"{result.ms_per_chunk:>10.1f}")
+    finally:
+        suite.close()
     if args.json:
         Path(args.json).write_text(json.dumps({"artifact": args.artifact, "rows": rows}, indent=2))
     return 0

@@ -77,3 +77,38 @@ def test_shipped_training_yaml_loads():
     config = TrainConfig.from_yaml(Path(__file__).parents[1] / "config" / "teacher_train.yaml", steps=7)
     assert config.steps == 7  # command-line overrides win
     assert config.policy["unet_preset"] == "tiny" and config.batch_size == 128
+
+
+def test_evaluate_takes_a_one_step_artifact(tiny_teacher, tmp_path):
+    """What ``distill`` writes, ``evaluate`` runs: one row, named by the method, one call per chunk."""
+    import json
+
+    from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
+    from sdm_controller.runtime.artifact import load_teacher, save_artifact
+
+    teacher, spec = load_teacher(tiny_teacher)
+    generator = OneStepPolicy(teacher.config, spec.normalizer, GeneratorSpec(timestep=100))
+    generator.load_state_dict(teacher.state_dict())
+    artifact = save_artifact(tmp_path / "student", generator, "one-step", provenance={"algorithm": "sdm"})
+    out = tmp_path / "rows.json"
+    result = run_cli("evaluate", "--artifact", artifact, "--task", "drawer-open", "--episodes", "2",
+                     "--json", out)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["method"] for row in rows] == ["sdm"] and rows[0]["episodes"] == 2
+
+
+def test_evaluate_refuses_an_artifact_of_other_observations():
+    """The shipped Franka policy sees joints and a camera; MetaWorld gives neither: one line, no rollout."""
+    result = run_cli("evaluate", "--artifact", ROOT / "models" / "franka_reach_sdm", "--task", "drawer-open")
+    assert_user_error(result, "franka_reach_sdm", "MetaWorld", "drawer-open")
+
+
+def test_evaluate_refuses_a_corrupt_artifact(tiny_teacher, tmp_path):
+    import shutil
+
+    artifact = Path(shutil.copytree(tiny_teacher, tmp_path / "corrupt"))
+    weights = artifact / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    result = run_cli("evaluate", "--artifact", artifact, "--task", "drawer-open")
+    assert_user_error(result, "weights.safetensors")

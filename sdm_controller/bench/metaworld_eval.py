@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sdm_controller.errors import ConfigError
+from sdm_controller.policy.observation_spec import ObservationSpec
 from sdm_controller.sim import metaworld as mw
 
 #: ``act(obs_window) -> (B, n_action_steps, Da)``; obs_window[key] is (B, To, ...) in raw units.
@@ -114,6 +115,20 @@ class EvalSuite:
             chunks=chunks,
             wall_s=time.perf_counter() - start,
         )
+
+
+def check_observations(spec: ObservationSpec, task: str, artifact: str) -> int | None:
+    """The camera size a policy needs in ``task``, or ``ConfigError`` when MetaWorld cannot give
+    what the policy observes (a Franka artifact, another camera, another state size)."""
+    cameras = spec.cameras
+    image_size = next(iter(cameras.values()))[1] if cameras else None
+    if image_size is not None and any(shape[1] != shape[2] for shape in cameras.values()):
+        raise ConfigError(f"'{artifact}' takes non-square images {cameras}; MetaWorld renders square ones")
+    offered = ObservationSpec.from_dict(mw.observation_spec(image_size))
+    if offered != spec:
+        raise ConfigError(f"'{artifact}' observes {spec}; MetaWorld task '{task}' gives {offered}: it was not "
+                          "trained on MetaWorld observations")
+    return image_size
 
 
 def teacher_act(policy, steps: int, method: str, seed: int = 0) -> ActFn:
