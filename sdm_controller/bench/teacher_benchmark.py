@@ -122,7 +122,7 @@ def run_one(
     work_dir = Path(work)
     dataset = work_dir / "data" / f"{task}.zarr"
     artifact = build_teacher(work_dir, task, prediction, seed, steps, batch_size, unet)
-    policy, meta = load_teacher(artifact)
+    policy, spec = load_teacher(artifact)
     suite = suite_for(task, episodes)
     probe = probe_observation(dataset, policy.config.n_obs_steps)
     rows = []
@@ -139,9 +139,9 @@ def run_one(
                 "ms_per_chunk": batch1_latency_ms(policy, probe, n, method),
                 "ms_per_chunk_batched": result.ms_per_chunk,
                 "mean_success_steps": result.mean_success_steps,
-                "train_steps": meta["provenance"]["steps"],
-                "train_seconds": meta["provenance"]["train_seconds"],
-                "final_loss": meta["provenance"]["final_loss"],
+                "train_steps": spec.provenance["steps"],
+                "train_seconds": spec.provenance["train_seconds"],
+                "final_loss": spec.provenance["final_loss"],
                 "eval_wall_s": round(result.wall_s, 1),
             }
         )
