@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     eval_every: int = 0  # steps between evaluations in the simulator (0: only at the end, if asked)
+    checkpoints: tuple[int, ...] = ()  # steps at which the EMA teacher is also saved as out/checkpoints/step<N>
     eval_episodes: int = 25
     eval_sampler: str = "ddim"
     eval_steps: int = 10
@@ -55,6 +56,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
+        self.checkpoints = tuple(int(c) for c in self.checkpoints)
         checks = [
             (self.steps > 0, f"steps must be positive, got {self.steps}"),
             (self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}"),
@@ -64,6 +66,8 @@ class TrainConfig:
             (all(0 <= b < 1 for b in self.betas), f"betas must lie in [0, 1), got {self.betas}"),
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
             (self.eval_episodes > 0, f"eval_episodes must be positive, got {self.eval_episodes}"),
+            (all(0 < c <= self.steps for c in self.checkpoints),
+             f"checkpoints {list(self.checkpoints)} must lie in [1, steps = {self.steps}]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -177,27 +181,29 @@ def train_teacher(
             history["eval_step"].append(step + 1)
             history["eval_success"].append(success)
             bar.write(f"step {step + 1}: success {success:.2f}")
+        if step + 1 in config.checkpoints or last:
+            seconds = time.perf_counter() - start
+            provenance = {
+                "algorithm": f"ddpm-teacher ({policy_config.prediction_type} prediction)",
+                "dataset": str(dataset),
+                "dataset_hash": load_dataset_hash(dataset),
+                "source": episodes.attrs.get("source"),
+                "steps": step + 1,
+                "seed": config.seed,
+                "train": asdict(config),
+                "train_seconds": round(seconds, 1),
+                "final_loss": history["loss"][-1],
+            }
+            save_artifact(
+                out if last else out / "checkpoints" / f"step{step + 1}",
+                ema.model,
+                kind="teacher",
+                provenance=provenance,
+                action=_action_meta(episodes.attrs),
+                control_period_s=episodes.attrs.get("control_period_s"),
+                state_names=episodes.attrs.get("state_names"),
+            )
     train_seconds = time.perf_counter() - start
-    provenance = {
-        "algorithm": f"ddpm-teacher ({policy_config.prediction_type} prediction)",
-        "dataset": str(dataset),
-        "dataset_hash": load_dataset_hash(dataset),
-        "source": episodes.attrs.get("source"),
-        "steps": config.steps,
-        "seed": config.seed,
-        "train": asdict(config),
-        "train_seconds": round(train_seconds, 1),
-        "final_loss": history["loss"][-1],
-    }
-    save_artifact(
-        out,
-        ema.model,
-        kind="teacher",
-        provenance=provenance,
-        action=_action_meta(episodes.attrs),
-        control_period_s=episodes.attrs.get("control_period_s"),
-        state_names=episodes.attrs.get("state_names"),
-    )
     (out / "train_history.json").write_text(json.dumps(history))
     title = f"teacher on {episodes.attrs.get('source', dataset)}"
     plot_curves(history, ["loss"], out / "training_curve.png", title=title)
