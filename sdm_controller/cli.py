@@ -208,10 +208,13 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 
             return f"{action.help}: one of {', '.join(method_names())}"
 
-    p = sub.add_parser("distill", help="distill a teacher artifact into a one-step generator",
+    p = sub.add_parser("distill", help="distill a teacher artifact into a one-step generator, or train a "
+                       "teacher-free one-step baseline (regression, meanflow) on the dataset",
                        formatter_class=ListMethods)
-    p.add_argument("--teacher", required=True, help="teacher artifact folder")
-    p.add_argument("--dataset", required=True, help="the zarr dataset (observations; actions for cd)")
+    p.add_argument("--teacher", default=None,
+                   help="teacher artifact folder (required to distil; refused by teacher-free methods)")
+    p.add_argument("--dataset", required=True,
+                   help="the zarr dataset (observations; actions for cd and the teacher-free methods)")
     p.add_argument("--out", required=True, help="one-step artifact folder to write")
     p.add_argument("--method", default="sdm", help="registered distillation method (default sdm)")
     p.add_argument("--steps", type=int, default=None)
@@ -222,6 +225,9 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fake-warmup-steps", type=int, default=None, help="fake-score-only iterations first")
     p.add_argument("--score-normalizer", choices=["batch", "sample", "none"], default=None)
     p.add_argument("--generator-timestep", type=int, default=None)
+    p.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None,
+                   help="UNet size preset of a teacher-free method's network (default: a teacher's, small)")
+    p.add_argument("--meanflow-ratio", type=float, default=None, help="meanflow: share of samples with r != t")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--eval-task", default=None, help="MetaWorld task for periodic evaluation")
@@ -232,7 +238,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 
 def _run_distill(args: argparse.Namespace) -> int:
     from sdm_controller.distill.configuration_distill import DistillConfig
-    from sdm_controller.distill.trainer import distill
+    from sdm_controller.distill.trainer import check_teacher, distill
 
     overrides = {
         "steps": args.steps,
@@ -243,12 +249,15 @@ def _run_distill(args: argparse.Namespace) -> int:
         "fake_warmup_steps": args.fake_warmup_steps,
         "score_normalizer": args.score_normalizer,
         "generator_timestep": args.generator_timestep,
+        "policy": {"unet_preset": args.unet} if args.unet else None,
+        "meanflow_ratio": args.meanflow_ratio,
         "seed": args.seed,
         "device": args.device,
         "eval_every": args.eval_every,
         "eval_episodes": args.eval_episodes,
     }
     config = DistillConfig.for_method(args.method, **{k: v for k, v in overrides.items() if v is not None})
+    check_teacher(config, args.teacher)
     evaluate = None
     if args.eval_task:
         from sdm_controller.bench.metaworld_eval import EvalSuite, policy_act

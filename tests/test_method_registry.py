@@ -27,7 +27,7 @@ from sdm_controller.distill.trainer import distill
 from sdm_controller.errors import ConfigError
 from sdm_controller.runtime.artifact import load_one_step
 
-BUILT_IN = ["sdm", "sdm-literal", "onedp-s", "onedp-d", "cd"]
+BUILT_IN = ["sdm", "sdm-literal", "onedp-s", "onedp-d", "cd", "meanflow", "regression"]
 
 
 class DemoRegression(DistillMethod):

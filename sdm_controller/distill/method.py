@@ -4,9 +4,13 @@ A method is a ``DistillMethod`` subclass, registered under its ``name`` (the ``-
 and the artifact's ``provenance.algorithm``). The trainer owns the loop, the data, the noise, the
 optimisers, G's EMA and the artifact; a method says only what differs between methods:
 
+* ``uses_teacher``: whether it distils a teacher (G starts from the teacher's weights) or trains
+  G from scratch on the demonstrations alone (``TeacherFreeMethod``: a cheap baseline in place of
+  the teacher, with the network a teacher on that dataset would have);
 * ``preset``: its ``DistillConfig`` defaults (``DistillConfig.for_method`` starts from them);
-* ``generator_spec``: how G is called (timestep, noise input, output scalings); G always starts
-  from the teacher's weights;
+* ``own_settings`` and ``check_config``: the ``DistillConfig`` fields only it reads, and their
+  checks (run before anything loads or trains);
+* ``generator_spec``: how G is called (timestep, noise input, output scalings);
 * ``__init__``: builds the networks it needs besides G, and lists in ``trained`` the ones the
   trainer should optimise (each with its learning rate);
 * ``losses``: one iteration's objective and its named losses for the log;
@@ -26,9 +30,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from sdm_controller.data.episodes import EpisodeSet
 from sdm_controller.errors import ConfigError
+from sdm_controller.policy.configuration_diffusion import DiffusionConfig
 from sdm_controller.policy.modeling_diffusion import DiffusionPolicy
 from sdm_controller.policy.modeling_one_step import GeneratorSpec, OneStepPolicy
+from sdm_controller.training.teacher import TrainConfig, policy_config_for
 
 if TYPE_CHECKING:  # configuration_distill reads the registry
     from sdm_controller.distill.configuration_distill import DistillConfig
@@ -66,7 +73,7 @@ class Step:
     actions: torch.Tensor  # (B, horizon, action_dim) demo chunks, normalized like the teacher's outputs
     z: torch.Tensor  # (B, horizon, action_dim) generator input (zeros without noise input)
     eps: torch.Tensor  # (B, horizon, action_dim) forward-process noise
-    cond_real: torch.Tensor  # the teacher's conditioning (no gradient)
+    cond_real: torch.Tensor | None  # the teacher's conditioning (no gradient); None without a teacher
     cond_gen: torch.Tensor  # G's conditioning: its own encoder's when trainable, else ``cond_real``
     train_generator: bool  # G is updated after this iteration (not during F warm-up / between ratios)
     rng: torch.Generator
@@ -96,21 +103,30 @@ class DistillMethod(ABC):
     """One way of turning a teacher into a one-step generator G; one instance per run."""
 
     name: ClassVar[str]
+    #: False: G is trained from scratch on the demonstrations, and a teacher is refused.
+    uses_teacher: ClassVar[bool] = True
     preset: ClassVar[dict[str, Any]] = {}
+    #: ``DistillConfig`` fields that only this method (and its subclasses) reads; any other method
+    #: refuses a value other than the field's default.
+    own_settings: ClassVar[tuple[str, ...]] = ()
     #: Logged every iteration as ``loss_<name>``; "generator" (G's loss) is shown in the progress bar.
     loss_names: ClassVar[tuple[str, ...]] = ("generator",)
 
     def __init__(
-        self, teacher: DiffusionPolicy, generator: OneStepPolicy, config: DistillConfig, distributed: bool
+        self, teacher: DiffusionPolicy | None, generator: OneStepPolicy, config: DistillConfig, distributed: bool
     ) -> None:
-        self.teacher = teacher  # frozen, on the run's device
+        self.teacher = teacher  # frozen, on the run's device (None for a teacher-free method)
         self.generator = generator
         self.config = config
         self.distributed = distributed
         self.trained: list[TrainedNetwork] = []  # in the order their optimisers are created, after G's
 
+    @classmethod  # noqa: B027 (a hook: most methods check nothing)
+    def check_config(cls, config: DistillConfig) -> None:
+        """Raises ``ConfigError`` for settings this method cannot work with (called by ``DistillConfig``)."""
+
     @classmethod
-    def generator_spec(cls, teacher: DiffusionPolicy, config: DistillConfig) -> GeneratorSpec:
+    def generator_spec(cls, teacher: DiffusionPolicy | None, config: DistillConfig) -> GeneratorSpec:
         """How G is called; by default the teacher read once at ``generator_timestep``, no output scaling."""
         return GeneratorSpec(timestep=generator_timestep(teacher, config), noise_input=config.noise_input)
 
@@ -120,6 +136,50 @@ class DistillMethod(ABC):
 
     def after_generator_step(self) -> None:  # noqa: B027 (a hook: most methods have nothing to do here)
         """Called after each update of G and of its EMA."""
+
+
+#: The teacher training defaults a teacher-free method takes its budget from.
+TEACHER_DEFAULTS = TrainConfig()
+
+
+class TeacherFreeMethod(DistillMethod):
+    """A one-step policy trained on the demonstrations alone, as a cheap alternative to a teacher.
+
+    G has the network a teacher trained on the dataset would have (``policy_config_for`` with the
+    ``policy`` overrides, e.g. ``unet_preset``) and its normalizer (the dataset's min-max), starts
+    from a seeded random initialisation and trains its encoder too. It replaces the teacher, so
+    its budget is the teacher's: steps, batch size, AdamW at the teacher's learning rate with
+    warm-up and cosine decay, no gradient clipping, the teacher's EMA.
+    """
+
+    uses_teacher = False
+    preset = {
+        "steps": TEACHER_DEFAULTS.steps,
+        "batch_size": TEACHER_DEFAULTS.batch_size,
+        "lr_generator": TEACHER_DEFAULTS.lr,
+        "optimizer": "adamw",
+        "betas": TEACHER_DEFAULTS.betas,
+        "weight_decay": TEACHER_DEFAULTS.weight_decay,
+        "warmup_steps": TEACHER_DEFAULTS.warmup_steps,
+        "lr_schedule": "cosine",
+        "grad_clip": 0.0,
+        "generator_ema": TEACHER_DEFAULTS.ema_max_decay,
+        "encoder_trainable": True,
+    }
+    own_settings = ("policy",)
+
+    @classmethod
+    def check_config(cls, config: DistillConfig) -> None:
+        if not config.encoder_trainable:
+            raise ConfigError(
+                f"method '{cls.name}' trains G from scratch, encoder included; encoder_trainable must be True"
+            )
+
+    @classmethod
+    def policy_config(cls, episodes: EpisodeSet, config: DistillConfig) -> DiffusionConfig:
+        """G's network: the dataset's observations and actions, the ``policy`` overrides, the UNet
+        output read as is (``prediction_type`` 'sample')."""
+        return policy_config_for(episodes, {**config.policy, "prediction_type": "sample"})
 
 
 _REGISTRY: dict[str, type[DistillMethod]] = {}

@@ -6,6 +6,9 @@ Networks, all initialised from the teacher:
 * G, a ``OneStepPolicy`` with the teacher's weights, is the generator; its EMA is saved;
 * whatever else the method builds and trains (SDM and OneDP-S: a fake score F; CD: an EMA target).
 
+A teacher-free method (regression, MeanFlow: ``uses_teacher`` False) takes the dataset alone: G
+gets the network and normalizer a teacher trained on it would have, from a seeded random start.
+
 The loop here is the same for every method (``method.py``): batch, noise, conditioning, the
 method's losses, one update of its networks and, on generator steps, of G.
 
@@ -30,12 +33,14 @@ from sdm_controller.data.windows import WindowSampler
 from sdm_controller.distill.configuration_distill import DistillConfig
 from sdm_controller.distill.method import Step, get_method
 from sdm_controller.errors import ArtifactError, ConfigError
+from sdm_controller.policy.configuration_diffusion import DiffusionConfig
 from sdm_controller.policy.ema import EMA
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
 from sdm_controller.policy.modeling_one_step import OneStepPolicy
+from sdm_controller.policy.normalizer import minmax_stats
 from sdm_controller.runtime.artifact import ArtifactSpec, load_teacher, save_artifact
 from sdm_controller.training.curves import plot_curves
-from sdm_controller.training.teacher import lr_factor, policy_config_for
+from sdm_controller.training.teacher import _action_meta, load_dataset_hash, lr_factor, policy_config_for
 
 
 class Rank:
@@ -82,6 +87,23 @@ def check_spec(teacher: DiffusionPolicy, dataset: Path) -> EpisodeSet:
     return episodes
 
 
+def check_teacher(config: DistillConfig, teacher_path: str | Path | None) -> None:
+    """A teacher is given exactly when the method distils one (teacher-free methods refuse it)."""
+    if get_method(config.method).uses_teacher:
+        if teacher_path is None:
+            raise ConfigError(f"method '{config.method}' distils a teacher; give the teacher artifact (--teacher)")
+    elif teacher_path is not None:
+        raise ConfigError(f"method '{config.method}' trains on the demonstrations without a teacher; drop the "
+                          f"teacher '{teacher_path}' (--teacher) and choose the network with --unet")
+
+
+def dataset_stats(episodes: EpisodeSet, config: DiffusionConfig) -> dict[str, dict[str, list[float]]]:
+    """The normalizer a teacher trained on ``episodes`` has: min-max of low-dim streams and actions."""
+    stats = {key: minmax_stats(episodes.obs[key]) for key in config.obs.low_dim}  # images need none
+    stats[ACTION_KEY] = minmax_stats(episodes.action)
+    return stats
+
+
 def make_optimizer(params: list, lr: float, config: DistillConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, betas=config.betas, weight_decay=config.weight_decay)
@@ -103,7 +125,7 @@ def apply_update(params: list, optimizer, scheduler, rank: Rank, grad_clip: floa
 
 
 def distill(
-    teacher_path: str | Path,
+    teacher_path: str | Path | None,
     dataset: str | Path,
     out: str | Path,
     config: DistillConfig,
@@ -111,23 +133,39 @@ def distill(
     progress: bool = True,
     history_out: dict | None = None,
 ) -> dict[str, Any]:
-    """Run one distillation; rank 0 writes the artifact (and intermediate checkpoints) to ``out``."""
+    """Run one distillation; rank 0 writes the artifact (and intermediate checkpoints) to ``out``.
+
+    ``teacher_path`` is None for a teacher-free method, and required for every other one.
+    """
     method_class = get_method(config.method)
-    teacher, teacher_spec = load_teacher(teacher_path)
-    episodes = check_spec(teacher, Path(dataset))
+    check_teacher(config, teacher_path)
+    teacher, teacher_spec = None, None
+    if method_class.uses_teacher:
+        teacher, teacher_spec = load_teacher(teacher_path)
+        episodes = check_spec(teacher, Path(dataset))
+        policy_config, stats = teacher.config, teacher.normalizer.stats
+    else:
+        episodes = load_episodes(dataset)
+        policy_config = method_class.policy_config(episodes, config)
+        stats = dataset_stats(episodes, policy_config)
     rank = Rank()
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
-    teacher = teacher.to(device).requires_grad_(False)
+    if teacher is not None:
+        teacher = teacher.to(device).requires_grad_(False)
     spec = method_class.generator_spec(teacher, config)
-    generator = OneStepPolicy(teacher.config, teacher.normalizer.stats, spec).to(device)
-    generator.load_state_dict(teacher.state_dict())
+    generator = OneStepPolicy(policy_config, stats, spec).to(device)
+    if teacher is not None:
+        generator.load_state_dict(teacher.state_dict())
     generator.encoder.requires_grad_(config.encoder_trainable)
     method = method_class(teacher, generator, config, rank.distributed)
     ema = EMA(generator, max_decay=config.generator_ema)
 
+    # "constant": a cosine over 10^12 steps, i.e. none in any run's lifetime.
+    decay_steps = config.steps if config.lr_schedule == "cosine" else 10**12
+
     def schedule_lr(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config.warmup_steps, 10**12))
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config.warmup_steps, decay_steps))
 
     # One optimiser for G, then one per network the method trains, in its order.
     updates = []
@@ -136,7 +174,7 @@ def distill(
         optimizer = make_optimizer(params, lr, config)
         updates.append((params, optimizer, schedule_lr(optimizer)))
     update_g, update_others = updates[0], updates[1:]
-    tc = teacher.config
+    tc = policy_config
     sampler = WindowSampler(
         episodes, tc.horizon, tc.n_obs_steps, tc.n_action_steps, tc.obs.names,
         seed=config.seed,
@@ -157,13 +195,15 @@ def distill(
         obs = {k: rank.slice(v).to(device) for k, v in batch["obs"].items()}
         z = rank.slice(torch.randn(shape, generator=noise_rng)).to(device)
         eps = rank.slice(torch.randn(shape, generator=noise_rng)).to(device)
-        with torch.no_grad():
-            cond_real = teacher.condition(obs)
+        cond_real = None
+        if teacher is not None:
+            with torch.no_grad():
+                cond_real = teacher.condition(obs)
         cond_gen = generator.condition(obs) if config.encoder_trainable else cond_real
         if not spec.noise_input:
             z = torch.zeros_like(z)
         g_step = it >= config.fake_warmup_steps and it % config.update_ratio == 0
-        actions = teacher.normalizer.normalize(ACTION_KEY, rank.slice(batch[ACTION_KEY]).to(device).float())
+        actions = generator.normalizer.normalize(ACTION_KEY, rank.slice(batch[ACTION_KEY]).to(device).float())
         step = Step(obs=obs, actions=actions, z=z, eps=eps, cond_real=cond_real, cond_gen=cond_gen,
                     train_generator=g_step, rng=noise_rng, share=rank.slice, global_count=config.batch_size,
                     device=device)
@@ -207,15 +247,39 @@ def distill(
 def save_one_step(
     path: Path,
     policy: OneStepPolicy,
-    teacher_spec: ArtifactSpec,
-    teacher_path: str | Path,
+    teacher_spec: ArtifactSpec | None,
+    teacher_path: str | Path | None,
     dataset: str | Path,
     config: DistillConfig,
     steps: int,
     seconds: float,
     episodes: EpisodeSet,
 ) -> None:
-    """The one-step artifact, with the teacher's action, timing and joint names, and where it came from."""
+    """The one-step artifact, with the teacher's action, timing and joint names, and where it came from.
+
+    Without a teacher (``teacher_spec`` None) they come from the dataset, as a teacher's would.
+    """
+    if teacher_spec is None:
+        save_artifact(
+            path,
+            policy,
+            kind="one-step",
+            provenance={
+                "algorithm": config.method,
+                "distill": config.to_dict(),
+                "steps": steps,
+                "seed": config.seed,
+                "teacher": None,
+                "dataset": str(dataset),
+                "dataset_hash": load_dataset_hash(dataset),
+                "source": episodes.attrs.get("source"),
+                "train_seconds": round(seconds, 1),
+            },
+            action=_action_meta(episodes.attrs),
+            control_period_s=episodes.attrs.get("control_period_s"),
+            state_names=episodes.attrs.get("state_names"),
+        )
+        return
     teacher_steps = teacher_spec.provenance.get("steps")
     provenance = {
         "algorithm": config.method,

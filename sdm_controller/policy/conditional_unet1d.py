@@ -3,6 +3,11 @@
 Reads top to bottom: step embedding, conv block, FiLM residual block, the UNet. The action chunk
 is treated as a 1-D signal over time with ``action_dim`` channels; the diffusion step and the
 observation features modulate every residual block through a per-channel scale and bias.
+
+With ``interval_input`` the UNet also takes a second time, the interval ``t - r`` of a MeanFlow
+average velocity u(z, r, t): it is embedded like the step by its own encoder and added to the
+step's embedding, so the FiLM layers keep their width. Without it (the default) the module, its
+state dict and its output are exactly those of the one-time UNet.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ class SinusoidalStepEmbedding(nn.Module):
         freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * (-math.log(10000.0) / (half - 1)))
         angles = t.float()[:, None] * freqs[None, :]
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def time_encoder(dim: int) -> nn.Sequential:
+    """Sinusoidal embedding of a time, then an MLP: the diffusion step's (and the interval's) encoder."""
+    return nn.Sequential(
+        SinusoidalStepEmbedding(dim),
+        nn.Linear(dim, 4 * dim),
+        nn.Mish(),
+        nn.Linear(4 * dim, dim),
+    )
 
 
 class Conv1dBlock(nn.Module):
@@ -61,7 +76,7 @@ class FiLMResidualBlock(nn.Module):
 
 
 class ConditionalUnet1D(nn.Module):
-    """Denoiser ``f(x_t, t, cond) -> (B, horizon, action_dim)``.
+    """Denoiser ``f(x_t, t, cond) -> (B, horizon, action_dim)``, or ``f(z, t, cond, interval)``.
 
     ``cond`` is a flat global condition (observation features over the observation steps).
     """
@@ -74,14 +89,12 @@ class ConditionalUnet1D(nn.Module):
         step_embed_dim: int = 128,
         kernel_size: int = 5,
         n_groups: int = 8,
+        interval_input: bool = False,
     ) -> None:
         super().__init__()
-        self.step_encoder = nn.Sequential(
-            SinusoidalStepEmbedding(step_embed_dim),
-            nn.Linear(step_embed_dim, 4 * step_embed_dim),
-            nn.Mish(),
-            nn.Linear(4 * step_embed_dim, step_embed_dim),
-        )
+        self.step_encoder = time_encoder(step_embed_dim)
+        # Registered only when used: a one-time UNet has exactly the parameters it always had.
+        self.interval_encoder = time_encoder(step_embed_dim) if interval_input else None
         cond_dim = step_embed_dim + global_cond_dim
         widths = (action_dim, *down_dims)
 
@@ -106,12 +119,35 @@ class ConditionalUnet1D(nn.Module):
             nn.Conv1d(down_dims[0], action_dim, 1),
         )
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, global_cond: torch.Tensor) -> torch.Tensor:
+    def add_interval_input(self) -> None:
+        """Gives the UNet its second time input (a freshly initialised interval encoder)."""
+        if self.interval_encoder is None:
+            self.interval_encoder = time_encoder(self.step_encoder[0].dim)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        global_cond: torch.Tensor,
+        interval: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         # sample: (B, H, Da) -> channels-first (B, Da, H) for the temporal convolutions.
         x = sample.transpose(1, 2)
         if timestep.dim() == 0:
             timestep = timestep.expand(x.shape[0])
-        cond = torch.cat([self.step_encoder(timestep), global_cond], dim=-1)
+        if (interval is None) != (self.interval_encoder is None):
+            raise ValueError(
+                "this UNet takes an interval (built with interval_input=True) and none was given"
+                if interval is None else
+                "an interval was given to a UNet without interval_input; it would be ignored"
+            )
+        if self.interval_encoder is None:
+            cond = torch.cat([self.step_encoder(timestep), global_cond], dim=-1)
+        else:
+            if interval.dim() == 0:
+                interval = interval.expand(x.shape[0])
+            step = self.step_encoder(timestep) + self.interval_encoder(interval)
+            cond = torch.cat([step, global_cond], dim=-1)
         skips = []
         for res1, res2, down in self.down:
             x = res2(res1(x, cond), cond)

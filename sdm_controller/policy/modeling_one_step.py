@@ -6,7 +6,9 @@ the fixed timestep ``t_gen`` and turned into a normalized action chunk:
 
 * ``sample`` teachers: the output is the chunk;
 * ``epsilon`` teachers: chunk = (z - sigma eps) / alpha at ``t_gen`` (so ``t_gen`` < T);
-* consistency models add their boundary scaling: chunk = c_skip z + c_out x0.
+* consistency models add their boundary scaling: chunk = c_skip z + c_out x0;
+* MeanFlow reads an average velocity u(z, r = 0, t = 1) from a UNet with a second time input
+  (the interval t - r, see ``ConditionalUnet1D``) and jumps: chunk = z - u (scalings 1 and -1).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ class GeneratorSpec:
     noise_input: bool = True  # False: zeros in place of z (deterministic OneDP-D)
     skip_scale: float = 0.0  # consistency c_skip at ``timestep`` (0 for DM-distilled generators)
     out_scale: float = 1.0  # consistency c_out at ``timestep``
+    interval: int | None = None  # second time fed to a two-time UNet (MeanFlow's t - r); None: one time
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # A one-time generator writes the object it always wrote (the export fingerprint reads it).
+        return {k: v for k, v in asdict(self).items() if k != "interval" or v is not None}
 
 
 class OneStepPolicy(ConditionedUnet):
@@ -43,7 +47,14 @@ class OneStepPolicy(ConditionedUnet):
                 f"generator timestep {generator.timestep} is outside the schedule (T = "
                 f"{config.num_train_timesteps}); an epsilon-prediction generator needs alpha_t there"
             )
+        if generator.interval is not None and config.prediction_type == "epsilon":
+            raise ConfigError(
+                f"generator interval {generator.interval} makes the UNet output an average velocity, read "
+                "as is; the policy config's prediction_type must be 'sample', got 'epsilon'"
+            )
         super().__init__(config, stats)
+        if generator.interval is not None:
+            self.unet.add_interval_input()
         self.generator_spec = generator
         self.schedule = NoiseSchedule(config.num_train_timesteps, config.prediction_type, clip_sample=False)
 
@@ -55,12 +66,15 @@ class OneStepPolicy(ConditionedUnet):
 
     def generate(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Normalized chunk (B, H, Da), unclipped (distillation losses need the raw output)."""
-        t = torch.full((z.shape[0],), self.generator_spec.timestep, device=z.device, dtype=torch.long)
-        out = self.unet(z, t, cond)
+        spec = self.generator_spec
+        t = torch.full((z.shape[0],), spec.timestep, device=z.device, dtype=torch.long)
+        if spec.interval is None:
+            out = self.unet(z, t, cond)
+        else:
+            out = self.unet(z, t, cond, torch.full_like(t, spec.interval))
         if self.config.prediction_type == "epsilon":
             alpha, sigma = self.schedule.alpha_sigma(t, z.dim())
             out = (z - sigma * out) / alpha
-        spec = self.generator_spec
         if spec.skip_scale or spec.out_scale != 1.0:
             out = spec.skip_scale * z + spec.out_scale * out
         return out

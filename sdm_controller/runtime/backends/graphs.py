@@ -9,9 +9,10 @@ same computation:
 * :class:`DenoiserGraph` ``(sample, timestep, cond) -> model_output``: the teacher UNet; the
   timestep is a float32 (1,) tensor (exact for integers up to 2^24, and it avoids int64 inputs,
   which TensorRT only emulates).
-* :class:`GeneratorGraph` ``(z, cond) -> chunk``: the one-step generator at its fixed timestep,
-  including the epsilon → x0 conversion and the consistency scaling of
-  ``OneStepPolicy.generate``; the chunk is normalized and not yet clipped.
+* :class:`GeneratorGraph` ``(z, cond) -> chunk``: the one-step generator at its fixed timestep
+  (and interval, for a MeanFlow UNet), including the epsilon → x0 conversion and the output
+  scaling (consistency, MeanFlow's z - u) of ``OneStepPolicy.generate``; the chunk is normalized
+  and not yet clipped.
 
 All graphs have a static batch of 1. :func:`half_precision` makes an fp16 copy whose float
 inputs are half too (the timestep stays float32).
@@ -169,6 +170,8 @@ class GeneratorGraph(nn.Module):
         spec = policy.generator_spec
         self.unet = policy.unet
         self.register_buffer("timestep", torch.tensor([float(spec.timestep)]), persistent=False)
+        interval = None if spec.interval is None else torch.tensor([float(spec.interval)])
+        self.register_buffer("interval", interval, persistent=False)
         self.epsilon = policy.config.prediction_type == "epsilon"
         self.alpha = self.sigma = 1.0
         if self.epsilon:
@@ -178,7 +181,10 @@ class GeneratorGraph(nn.Module):
         self.skip_scale, self.out_scale = float(spec.skip_scale), float(spec.out_scale)
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        out = self.unet(z, self.timestep.float(), cond)
+        if self.interval is None:
+            out = self.unet(z, self.timestep.float(), cond)
+        else:
+            out = self.unet(z, self.timestep.float(), cond, self.interval.float())
         if self.epsilon:
             out = (z - self.sigma * out) / self.alpha
         if self.consistency:
@@ -202,8 +208,11 @@ def half_precision(policy: nn.Module) -> nn.Module:
     """An fp16 copy of ``policy`` that runs end to end in half (the original is untouched)."""
     twin = copy.deepcopy(policy)
     for module in twin.modules():
-        if isinstance(module, ConditionalUnet1D) and isinstance(module.step_encoder[0], SinusoidalStepEmbedding):
-            module.step_encoder[0] = _CastStepEmbedding(module.step_encoder[0])
+        if not isinstance(module, ConditionalUnet1D):
+            continue
+        for encoder in (module.step_encoder, module.interval_encoder):
+            if encoder is not None and isinstance(encoder[0], SinusoidalStepEmbedding):
+                encoder[0] = _CastStepEmbedding(encoder[0])
     return twin.half()
 
 
