@@ -22,6 +22,7 @@ WEIGHTINGS = ("sdm", "sigma2")
 SCORE_NORMALIZERS = ("batch", "sample", "none")
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("constant", "cosine")
+ANCHORS = ("none", "teacher", "demos")
 #: Settings that only distillation from a teacher reads: a teacher-free method refuses them.
 TEACHER_SETTINGS = (
     "lr_fake", "update_ratio", "fake_warmup_steps", "generator_timestep", "t_sampler", "t_range", "weighting",
@@ -60,6 +61,9 @@ class DistillConfig:
     lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to 0 at ``steps`` (teacher's)
     cd_ema: float = 0.95  # consistency distillation: EMA decay of the target network
     cd_sigma_data: float = 0.5  # consistency boundary scalings c_skip / c_out
+    anchor: str = "none"  # DM methods: also regress G's sample onto "teacher" (DDIM from G's noise) or "demos"
+    anchor_weight: float = 1.0  # weight of that regression against the DM surrogate
+    anchor_steps: int = 10  # DDIM steps of the teacher sample the "teacher" anchor regresses onto
     policy: dict[str, Any] = field(default_factory=dict)  # teacher-free: network overrides, e.g. unet_preset
     meanflow_ratio: float = 0.5  # MeanFlow: share of samples with r != t (the rest are flow matching, r = t)
     meanflow_t_sampler: str = "logit-normal"  # MeanFlow: t, r = max, min of two "logit-normal" or "uniform" draws
@@ -82,15 +86,16 @@ class DistillConfig:
             ("score_normalizer", SCORE_NORMALIZERS),
             ("optimizer", OPTIMIZERS),
             ("lr_schedule", LR_SCHEDULES),
+            ("anchor", ANCHORS),
         ]
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} '{getattr(self, name)}' is unknown; expected one of {list(allowed)}")
-        positive = ("steps", "batch_size", "update_ratio", "lr_generator", "lr_fake", "eval_episodes")
+        positive = ("steps", "batch_size", "update_ratio", "lr_generator", "lr_fake", "eval_episodes", "anchor_steps")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "warmup_steps", "grad_clip", "eval_every", "fake_warmup_steps"):
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "eval_every", "fake_warmup_steps", "anchor_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not all(0.0 <= b < 1.0 for b in self.betas):

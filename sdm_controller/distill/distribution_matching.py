@@ -163,7 +163,8 @@ class DistributionMatching:
 class DistributionMatchingMethod(DistillMethod):
     """G trained on the teacher's score against a fake score F that learns G's samples."""
 
-    loss_names = ("generator", "fake")
+    loss_names = ("generator", "fake", "anchor")
+    own_settings = ("anchor", "anchor_weight", "anchor_steps")
     learned_fake: ClassVar[bool] = True  # False: F is the exact score of a point mass at G's sample
 
     def __init__(
@@ -194,8 +195,28 @@ class DistributionMatchingMethod(DistillMethod):
             global_count=step.global_count,
         )
         loss_g, loss_f = terms.loss_generator, terms.loss_fake
+        loss_anchor = self._anchor(a, step) if step.train_generator else None
         objective = (loss_f if loss_f is not None else 0.0) + (loss_g if step.train_generator else 0.0)
-        return StepLosses(objective, {"generator": loss_g, "fake": loss_f})
+        if loss_anchor is not None:
+            objective = objective + config.anchor_weight * loss_anchor
+        return StepLosses(objective, {"generator": loss_g, "fake": loss_f, "anchor": loss_anchor})
+
+    def _anchor(self, a: torch.Tensor, step: Step) -> torch.Tensor | None:
+        """Mean squared distance of G's sample from a fixed target, DMD's regression term: the
+        teacher's deterministic DDIM sample from the same noise (a paired target that moves G toward
+        the teacher's own map), or the demonstration chunk of the same window."""
+        if self.config.anchor == "none":
+            return None
+        if self.config.anchor == "teacher":
+            with torch.no_grad():
+                teacher = self.teacher
+                target = teacher.schedule.sample(lambda x, t: teacher.unet(x, t, step.cond_real), tuple(step.z.shape),
+                                                 self.config.anchor_steps, "ddim", device=step.device,
+                                                 initial_noise=step.z)
+        else:
+            target = step.actions
+        per_element = (a - target) ** 2
+        return reduce_mean(per_element.flatten(), per_element[0].numel() * step.global_count, self.distributed)
 
 
 @register_method

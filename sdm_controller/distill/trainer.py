@@ -31,6 +31,7 @@ import torch
 from sdm_controller.data.episodes import EpisodeSet, load_episodes
 from sdm_controller.data.windows import WindowSampler
 from sdm_controller.distill.configuration_distill import DistillConfig
+from sdm_controller.distill.diagnostics import DistillProbe
 from sdm_controller.distill.method import Step, get_method
 from sdm_controller.errors import ArtifactError, ConfigError
 from sdm_controller.policy.configuration_diffusion import DiffusionConfig
@@ -160,6 +161,11 @@ def distill(
     generator.encoder.requires_grad_(config.encoder_trainable)
     method = method_class(teacher, generator, config, rank.distributed)
     ema = EMA(generator, max_decay=config.generator_ema)
+    tc = policy_config
+    # With periodic evaluations, every checkpoint also logs what the run looks like from inside.
+    probe = DistillProbe(teacher, generator, WindowSampler(episodes, tc.horizon, tc.n_obs_steps, tc.n_action_steps,
+                                                           tc.obs.names, seed=config.seed + 7)) \
+        if config.eval_every and rank.main and teacher is not None else None
 
     # "constant": a cosine over 10^12 steps, i.e. none in any run's lifetime.
     decay_steps = config.steps if config.lr_schedule == "cosine" else 10**12
@@ -174,7 +180,6 @@ def distill(
         optimizer = make_optimizer(params, lr, config)
         updates.append((params, optimizer, schedule_lr(optimizer)))
     update_g, update_others = updates[0], updates[1:]
-    tc = policy_config
     sampler = WindowSampler(
         episodes, tc.horizon, tc.n_obs_steps, tc.n_action_steps, tc.obs.names,
         seed=config.seed,
@@ -232,6 +237,8 @@ def distill(
                 history["eval_step"].append(it + 1)
                 history["eval_success"].append(success)
                 bar.write(f"step {it + 1}: success {success:.2f}")
+            if probe is not None:
+                history.setdefault("diagnostics", []).append({"step": it + 1, **probe(ema.model, method)})
             save_one_step(out if last else out / "checkpoints" / f"step{it + 1}", ema.model, teacher_spec,
                           teacher_path, dataset, config, it + 1, time.perf_counter() - start, episodes)
     seconds = time.perf_counter() - start

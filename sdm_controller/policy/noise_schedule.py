@@ -95,8 +95,12 @@ class NoiseSchedule:
         method: str = "ddim",
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
+        initial_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the reverse process from pure noise; ``denoise(x_t, t)`` returns the model output.
+
+        ``initial_noise`` (shape ``shape``) replaces the first draw, so a DDIM sample can be paired
+        with the same noise a one-step generator was given.
 
         ``ddpm`` is ancestral sampling (fixed-small variance) on the spaced grid; ``ddim`` is the
         deterministic DDIM update (eta = 0). Both use the same trailing timestep grid.
@@ -104,7 +108,10 @@ class NoiseSchedule:
         if method not in SAMPLERS:
             raise ConfigError(f"sampler '{method}' is unknown; expected one of {SAMPLERS}")
         timesteps = spaced_timesteps(self.num_train_timesteps, steps)
-        x = torch.randn(shape, generator=generator, device=device)
+        if initial_noise is not None:
+            x = initial_noise.clone()
+        else:
+            x = torch.randn(shape, generator=generator, device=device)
         for i, t in enumerate(timesteps):
             t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
             tt = torch.full((shape[0],), t, device=device, dtype=torch.long)

@@ -14,7 +14,7 @@ float32, images ``(H, W, 3)`` uint8 RGB. The network input of an image is CHW in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,20 +28,38 @@ IMAGE = "image"
 
 @dataclass(frozen=True)
 class StreamKind:
-    """One row of the kind table: the frame's dtype and rank, and its group in datasets."""
+    """One row of the kind table: the frame's dtype and rank, and how datasets write it."""
 
     name: str
     dtype: str  # numpy dtype name of one raw frame
     rank: int  # dimensions of one raw frame
-    group: str  # key of this kind in a dataset's ``obs_spec`` (and in schema-1 artifacts)
     meaning: str  # one line, for error messages
+    group: str  # key of this kind in a dataset's ``obs_spec`` (and in schema-1 artifacts)
+    to_group: Callable[[tuple[int, ...]], Any]  # frame shape -> its entry in the group
+    from_group: Callable[[str, Any], tuple[int, ...]]  # (name, entry) -> frame shape; ConfigError if bad
+    always_grouped: bool = False  # written even when empty (the two groups datasets had from the start)
+
+
+def _low_dim_shape(name: str, dim: Any) -> tuple[int, ...]:
+    if int(dim) <= 0:
+        raise ConfigError(f"observation key '{name}' has dimension {dim}; expected a positive integer")
+    return (int(dim),)
+
+
+def _camera_shape(name: str, chw: Any) -> tuple[int, ...]:
+    shape = tuple(int(x) for x in chw)
+    if len(shape) != 3 or shape[0] != 3 or min(shape) <= 0:
+        raise ConfigError(f"camera '{name}' has shape {shape}; expected (3, height, width)")
+    return (shape[1], shape[2], 3)
 
 
 #: Every observation kind, in the order the encoder concatenates their features and the engine
 #: takes their arrays.
 STREAM_KINDS: dict[str, StreamKind] = {
-    LOW_DIM: StreamKind(LOW_DIM, "float32", 1, "low_dim", "a float32 vector (d,)"),
-    IMAGE: StreamKind(IMAGE, "uint8", 3, "cameras", "a uint8 RGB image (H, W, 3)"),
+    LOW_DIM: StreamKind(LOW_DIM, "float32", 1, "a float32 vector (d,)", "low_dim",
+                        to_group=lambda shape: shape[0], from_group=_low_dim_shape, always_grouped=True),
+    IMAGE: StreamKind(IMAGE, "uint8", 3, "a uint8 RGB image (H, W, 3)", "cameras",
+                      to_group=lambda shape: [3, shape[0], shape[1]], from_group=_camera_shape, always_grouped=True),
 }
 
 
@@ -101,15 +119,7 @@ class ObservationSpec:
         cameras: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         given = list(streams)
-        for name, dim in (low_dim or {}).items():
-            if int(dim) <= 0:
-                raise ConfigError(f"observation key '{name}' has dimension {dim}; expected a positive integer")
-            given.append(ObservationStream(str(name), LOW_DIM, (int(dim),)))
-        for name, shape in (cameras or {}).items():
-            shape = tuple(int(x) for x in shape)
-            if len(shape) != 3 or shape[0] != 3 or min(shape) <= 0:
-                raise ConfigError(f"camera '{name}' has shape {shape}; expected (3, height, width)")
-            given.append(ObservationStream(str(name), IMAGE, (shape[1], shape[2], 3)))
+        given += _from_group(LOW_DIM, low_dim or {}) + _from_group(IMAGE, cameras or {})
         if not given:
             raise ConfigError("observation spec is empty: give at least one low-dim key or one camera")
         names = [s.name for s in given]
@@ -152,7 +162,11 @@ class ObservationSpec:
 
     def groups(self) -> dict[str, dict[str, Any]]:
         """The per-kind form of datasets' ``obs_spec`` (and schema-1 artifacts)."""
-        return {"low_dim": self.low_dim, "cameras": {k: list(v) for k, v in self.cameras.items()}}
+        return {
+            kind.group: {s.name: kind.to_group(s.shape) for s in self.of_kind(name)}
+            for name, kind in STREAM_KINDS.items()
+            if kind.always_grouped or self.of_kind(name)
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ObservationSpec:
@@ -163,11 +177,11 @@ class ObservationSpec:
             if set(data) != {"streams"} or not isinstance(data["streams"], list):
                 raise ConfigError("observation spec with 'streams' must hold only that list")
             return cls(ObservationStream.from_dict(s) for s in data["streams"])
-        groups = {kind.group for kind in STREAM_KINDS.values()}
-        unknown = sorted(set(data) - groups)
+        kinds = {kind.group: name for name, kind in STREAM_KINDS.items()}
+        unknown = sorted(set(data) - set(kinds))
         if unknown:
-            raise ConfigError(f"observation spec has unknown groups {unknown}; expected 'streams' or {sorted(groups)}")
-        return cls(low_dim=data.get("low_dim") or {}, cameras=data.get("cameras") or {})
+            raise ConfigError(f"observation spec has unknown groups {unknown}; expected 'streams' or {sorted(kinds)}")
+        return cls([s for group, entries in data.items() for s in _from_group(kinds[group], entries or {})])
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ObservationSpec) and self.streams == other.streams
@@ -177,3 +191,9 @@ class ObservationSpec:
 
     def __repr__(self) -> str:
         return "ObservationSpec(" + ", ".join(f"{s.name}: {s.kind} {s.shape}" for s in self.streams) + ")"
+
+
+def _from_group(kind: str, entries: Mapping[str, Any]) -> list[ObservationStream]:
+    """The streams of one kind's group (``{name: entry}``), in the group's order."""
+    convert = STREAM_KINDS[kind].from_group
+    return [ObservationStream(str(name), kind, convert(str(name), entry)) for name, entry in entries.items()]
