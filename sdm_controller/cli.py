@@ -18,6 +18,54 @@ SHIPPED_POLICY = "franka_reach_sdm"  # in the package's models/ folder
 SHIPPED_TEACHER = "franka_reach_teacher"
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's default in ``--help``. An option whose default is None here takes it from a
+    config dataclass (``_defaults_from``); that value is looked up only when help is shown, because
+    importing the configs loads torch and every command builds every parser."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action) or ""
+        if not action.option_strings or action.required or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        if action.default is None:
+            lookup = getattr(action, "config_default", None)
+            found = lookup() if lookup else None
+            return f"{text} (default: {found})" if found is not None else text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help, and every sub-command's, shows the defaults."""
+
+    def __init__(self, *args, formatter_class: type[argparse.HelpFormatter] = argparse.HelpFormatter,
+                 **kwargs) -> None:
+        if not issubclass(formatter_class, _DefaultsFormatter):
+            formatter_class = type(f"Defaults{formatter_class.__name__}", (_DefaultsFormatter, formatter_class), {})
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def _defaults_from(parser: argparse.ArgumentParser, module: str, config: str, note: str = "") -> None:
+    """Options of ``parser`` that default to None show the default of the same-named field of
+    ``module.config`` in their help (``note`` is added to it)."""
+    import functools
+
+    for action in parser._actions:
+        if action.option_strings and action.default is None:
+            action.config_default = functools.partial(_config_default, module, config, action.dest, note)
+
+
+def _config_default(module: str, config: str, name: str, note: str) -> str | None:
+    import dataclasses
+    import importlib
+
+    fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), config))}
+    field = fields.get(name)
+    if field is None:
+        return None
+    value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    return f"{value}{note}"
+
+
 def _shipped(name: str) -> str:
     from sdm_controller.stack.supervisor import package_folder
 
@@ -30,7 +78,7 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
     mw = src.add_parser("metaworld", help="MetaWorld v3 scripted experts")
     mw.add_argument("--task", required=True, help="task name, e.g. drawer-open")
     mw.add_argument("--out", required=True, help="output .zarr folder")
-    mw.add_argument("--num-demos", type=int, default=10)
+    mw.add_argument("--num-demos", type=int, default=10, help="successful episodes to keep")
     mw.add_argument("--seed", type=int, default=0, help="env seed for the demo episodes")
     mw.add_argument("--image-size", type=int, default=None, help="also record the corner camera at this size")
     fs = src.add_parser("franka-sim", help="the reach expert in the MuJoCo bridge, recorded through the ROS stack")
@@ -76,16 +124,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="zarr dataset from `collect`")
     p.add_argument("--out", required=True, help="artifact folder to write")
     p.add_argument("--config", default=None, help="YAML file with TrainConfig fields")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--prediction", choices=["epsilon", "sample"], default=None, help="teacher parameterisation")
-    p.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None, help="UNet size preset")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per step")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
+    p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and the batches")
+    p.add_argument("--prediction", choices=["epsilon", "sample"], default=None,
+                   help="teacher parameterisation (default: sample)")
+    p.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None,
+                   help="UNet size preset (default: small)")
     p.add_argument("--eval-task", default=None, help="MetaWorld task to evaluate on during training")
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--eval-episodes", type=int, default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (0: at the end only)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
+    p.add_argument("--device", default=None, help="torch device")
+    _defaults_from(p, "sdm_controller.training.teacher", "TrainConfig")
     p.set_defaults(func=_run_train)
 
 
@@ -135,9 +186,9 @@ def _simulator_evaluator(task: str, dataset: str, config) -> Callable:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="roll out a policy artifact in MetaWorld and report success")
-    p.add_argument("--artifact", required=True)
-    p.add_argument("--task", required=True)
-    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--artifact", required=True, help="teacher or one-step artifact folder")
+    p.add_argument("--task", required=True, help="MetaWorld task, e.g. drawer-open")
+    p.add_argument("--episodes", type=int, default=50, help="episodes per sampler")
     p.add_argument("--num-envs", type=int, default=25, help="envs stepped together")
     p.add_argument("--seed", type=int, default=1, help="evaluation seed (disjoint from demo seed 0)")
     p.add_argument(
@@ -217,22 +268,27 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
                    help="the zarr dataset (observations; actions for cd and the teacher-free methods)")
     p.add_argument("--out", required=True, help="one-step artifact folder to write")
     p.add_argument("--method", default="sdm", help="registered distillation method (default sdm)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr-generator", type=float, default=None)
-    p.add_argument("--lr-fake", type=float, default=None)
+    p.add_argument("--steps", type=int, default=None, help="iterations")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per iteration")
+    p.add_argument("--lr-generator", type=float, default=None, help="learning rate of the generator")
+    p.add_argument("--lr-fake", type=float, default=None, help="learning rate of the fake score network")
     p.add_argument("--update-ratio", type=int, default=None, help="fake-score updates per generator update")
     p.add_argument("--fake-warmup-steps", type=int, default=None, help="fake-score-only iterations first")
-    p.add_argument("--score-normalizer", choices=["batch", "sample", "none"], default=None)
-    p.add_argument("--generator-timestep", type=int, default=None)
+    p.add_argument("--score-normalizer", choices=["batch", "sample", "none"], default=None,
+                   help="what the score difference is divided by")
+    p.add_argument("--generator-timestep", type=int, default=None,
+                   help="timestep fed to the generator (unset: T for x0 teachers, T-2 for epsilon)")
     p.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None,
                    help="UNet size preset of a teacher-free method's network (default: a teacher's, small)")
     p.add_argument("--meanflow-ratio", type=float, default=None, help="meanflow: share of samples with r != t")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed of the batches and the noise")
+    p.add_argument("--device", default=None, help="torch device")
     p.add_argument("--eval-task", default=None, help="MetaWorld task for periodic evaluation")
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="iterations between evaluations and diagnostics (0: at the end only)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation")
+    _defaults_from(p, "sdm_controller.distill.configuration_distill", "DistillConfig",
+                   ", unless the method's preset sets it")
     p.set_defaults(func=_run_distill)
 
 
@@ -278,30 +334,31 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that write JSON + PNG under benchmarks/results/")
     kinds = p.add_subparsers(dest="bench", required=True)
     t = kinds.add_parser("teacher", help="teacher success and time per chunk on the MetaWorld 8-task suite")
-    t.add_argument("--out", default="benchmarks/results/teacher_metaworld.json")
+    t.add_argument("--out", default="benchmarks/results/teacher_metaworld.json", help="results JSON (PNG beside it)")
     t.add_argument("--work", default=None, help="cache of datasets, teachers and per-run rows (resumable)")
-    t.add_argument("--tasks", nargs="*", default=None)
-    t.add_argument("--seeds", type=int, nargs="*", default=None)
-    t.add_argument("--predictions", nargs="*", default=None)
-    t.add_argument("--episodes", type=int, default=None)
-    t.add_argument("--steps", type=int, default=None, help="training steps per teacher")
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--jobs", type=int, default=None, help="runs in parallel (1 torch thread each)")
-    t.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None, help="UNet preset of the teachers")
+    t.add_argument("--tasks", nargs="*", default=None, help="default: the 8 dev tasks")
+    t.add_argument("--seeds", type=int, nargs="*", default=None, help="default: 0 1 2")
+    t.add_argument("--predictions", nargs="*", default=None, help="default: epsilon sample")
+    t.add_argument("--episodes", type=int, default=None, help="default: 50")
+    t.add_argument("--steps", type=int, default=None, help="training steps per teacher (default: 1000)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: 128")
+    t.add_argument("--jobs", type=int, default=None, help="runs in parallel, 1 torch thread each (default: 2)")
+    t.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None,
+                   help="UNet preset of the teachers (default: tiny)")
     t.set_defaults(run="teacher_benchmark")
     d = kinds.add_parser("distill", help="every distillation method on the teacher benchmark's teachers")
-    d.add_argument("--out", default="benchmarks/results/distill_metaworld.json")
+    d.add_argument("--out", default="benchmarks/results/distill_metaworld.json", help="results JSON (PNG beside it)")
     d.add_argument("--work", default=None, help="the teacher benchmark's work folder (resumable)")
-    d.add_argument("--tasks", nargs="*", default=None)
-    d.add_argument("--seeds", type=int, nargs="*", default=None)
-    d.add_argument("--predictions", nargs="*", default=None)
-    d.add_argument("--episodes", type=int, default=None)
-    d.add_argument("--steps", type=int, default=None, help="distillation iterations per run")
-    d.add_argument("--batch-size", type=int, default=None)
-    d.add_argument("--jobs", type=int, default=None)
+    d.add_argument("--tasks", nargs="*", default=None, help="default: the teacher benchmark's 8 tasks")
+    d.add_argument("--seeds", type=int, nargs="*", default=None, help="default: 0 1 2")
+    d.add_argument("--predictions", nargs="*", default=None, help="default: epsilon sample")
+    d.add_argument("--episodes", type=int, default=None, help="default: 50")
+    d.add_argument("--steps", type=int, default=None, help="distillation iterations per run (default: 100)")
+    d.add_argument("--batch-size", type=int, default=None, help="default: 128")
+    d.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: 2)")
     d.set_defaults(run="distill_benchmark")
     bud = kinds.add_parser("budget", help="teacher success against training steps (checkpoints of one run each)")
-    bud.add_argument("--out", default="benchmarks/results/budget_study.json")
+    bud.add_argument("--out", default="benchmarks/results/budget_study.json", help="results JSON (PNG beside it)")
     bud.add_argument("--work", default=None, help="cache of datasets, teachers and per-checkpoint rows (resumable)")
     bud.add_argument("--tasks", nargs="*", default=None, help="default: push hammer assembly")
     bud.add_argument("--predictions", nargs="*", default=None, help="default: sample epsilon (in that order)")
@@ -317,7 +374,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     sdm.add_argument("--data", default=None, help="work folder whose data/<task>.zarr holds the teachers' demos "
                      "(default: the teacher benchmark's)")
     sdm.add_argument("--variants", nargs="*", default=None, help="default: every variant of bench/sdm_study.py")
-    sdm.add_argument("--out", default="benchmarks/results/sdm_ablation.json")
+    sdm.add_argument("--out", default="benchmarks/results/sdm_ablation.json", help="results JSON (PNG beside it)")
     sdm.add_argument("--work", default=None, help="runs and per-variant rows (resumable)")
     sdm.add_argument("--steps", type=int, default=None, help="distillation iterations (default 1000)")
     sdm.add_argument("--eval-every", type=int, default=None, help="default 200")
@@ -325,35 +382,35 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     sdm.add_argument("--batch-size", type=int, default=None, help="default 128")
     sdm.set_defaults(run="sdm_study")
     lat = kinds.add_parser("latency", help="teacher DDPM-100 / DDIM-10 vs one-step time per chunk, per backend")
-    lat.add_argument("--out", default="benchmarks/results/latency_cpu.json")
-    lat.add_argument("--work", default="outputs/latency")
-    lat.add_argument("--sizes", nargs="*", default=["small", "dp"])
-    lat.add_argument("--conditioning", nargs="*", default=["state", "image"])
+    lat.add_argument("--out", default="benchmarks/results/latency_cpu.json", help="results JSON (PNG beside it)")
+    lat.add_argument("--work", default="outputs/latency", help="artifacts and exports made for the run")
+    lat.add_argument("--sizes", nargs="*", default=["small", "dp"], help="UNet presets")
+    lat.add_argument("--conditioning", nargs="*", default=["state", "image"], help="observation cases")
     lat.add_argument("--backends", nargs="*", default=None, help="default: every backend available here")
-    lat.add_argument("--device", default="cpu")
-    lat.add_argument("--threads", type=int, default=1)
-    lat.add_argument("--rounds", type=int, default=12)
+    lat.add_argument("--device", default="cpu", help="torch device")
+    lat.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
+    lat.add_argument("--rounds", type=int, default=12, help="rounds of calls per method, taking turns")
     lat.add_argument("--pair", nargs=2, metavar=("TEACHER", "ONE_STEP"), default=None,
                      help="a trained teacher and its one-step artifact, measured instead of --sizes/--conditioning")
     lat.set_defaults(run="latency")
     i = kinds.add_parser("image", help="image observations end to end: collect, train briefly, evaluate")
-    i.add_argument("--out", default="benchmarks/results/image_metaworld.json")
-    i.add_argument("--work", default="outputs/image_smoke")
-    i.add_argument("--task", default="drawer-open")
-    i.add_argument("--image-size", type=int, default=64)
-    i.add_argument("--num-demos", type=int, default=10)
-    i.add_argument("--steps", type=int, default=300)
-    i.add_argument("--batch-size", type=int, default=32)
-    i.add_argument("--episodes", type=int, default=10)
+    i.add_argument("--out", default="benchmarks/results/image_metaworld.json", help="results JSON (PNG beside it)")
+    i.add_argument("--work", default="outputs/image_smoke", help="dataset and teacher of the run")
+    i.add_argument("--task", default="drawer-open", help="MetaWorld task")
+    i.add_argument("--image-size", type=int, default=64, help="camera image side")
+    i.add_argument("--num-demos", type=int, default=10, help="expert demos")
+    i.add_argument("--steps", type=int, default=300, help="teacher training steps")
+    i.add_argument("--batch-size", type=int, default=32, help="windows per step")
+    i.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
     i.set_defaults(run="image_smoke")
     fs = kinds.add_parser("franka-sim", help="the shipped SDM policy vs its teacher, closed loop through the sim stack")
-    fs.add_argument("--out", default="benchmarks/results/franka_sim.json")
+    fs.add_argument("--out", default="benchmarks/results/franka_sim.json", help="results JSON (PNG beside it)")
     fs.add_argument("--work", default="outputs/franka_sim", help="node logs and episode image strips")
     fs.add_argument("--sdm", default=_shipped(SHIPPED_POLICY), help="one-step artifact")
     fs.add_argument("--teacher", default=_shipped(SHIPPED_TEACHER), help="its teacher artifact")
-    fs.add_argument("--episodes", type=int, default=50)
+    fs.add_argument("--episodes", type=int, default=50, help="episodes per policy")
     fs.add_argument("--seed", type=int, default=1000, help="cube placements (not the demos' seed)")
-    fs.add_argument("--timeout-s", type=float, default=15.0)
+    fs.add_argument("--timeout-s", type=float, default=15.0, help="an episode without success by then fails")
     fs.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the nodes")
     fs.add_argument("--only", nargs="*", default=None, help="labels to run: sdm teacher-ddim10 teacher-ddpm100")
     fs.set_defaults(run="franka_sim")
@@ -369,7 +426,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 def _add_sim(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="run a policy on the simulated Franka stack for N episodes: success, rate, latency")
     p.add_argument("--artifact", default=_shipped(SHIPPED_POLICY), help="policy artifact (default: shipped SDM)")
-    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--episodes", type=int, default=20, help="episodes to run")
     p.add_argument("--seed", type=int, default=1000, help="cube placements")
     p.add_argument("--timeout-s", type=float, default=15.0, help="an episode without success by then fails")
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim", help="teacher artifacts only")
@@ -512,7 +569,7 @@ COMMANDS = (_add_collect, _add_train, _add_evaluate, _add_distill, _add_bench, _
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdm_controller", description=__doc__)
+    parser = _Parser(prog="sdm_controller", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)

@@ -112,3 +112,20 @@ def test_evaluate_refuses_a_corrupt_artifact(tiny_teacher, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-100])
     result = run_cli("evaluate", "--artifact", artifact, "--task", "drawer-open")
     assert_user_error(result, "weights.safetensors")
+
+
+@pytest.mark.parametrize("command, option, default", [
+    (["train"], "--steps", "1000"),
+    (["distill"], "--lr-generator", "5e-05"),
+    (["evaluate"], "--episodes", "50"),
+    (["collect", "metaworld"], "--num-demos", "10"),
+    (["bench", "teacher"], "--jobs", "2"),
+    (["sim"], "--episodes", "20"),
+])
+def test_help_shows_defaults(command, option, default):
+    """Every command's --help says what an option is when it is not given (from the configs, too)."""
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps long help lines
+    entry = text.split(f" {option} ", 1)[1].split(" --", 1)[0]
+    assert f"default: {default}" in entry, entry
