@@ -34,14 +34,12 @@ from sdm_controller.distill.configuration_distill import DistillConfig
 from sdm_controller.distill.diagnostics import DistillProbe
 from sdm_controller.distill.method import Step, get_method
 from sdm_controller.errors import ArtifactError, ConfigError
-from sdm_controller.policy.configuration_diffusion import DiffusionConfig
 from sdm_controller.policy.ema import EMA
 from sdm_controller.policy.modeling_diffusion import ACTION_KEY, DiffusionPolicy
 from sdm_controller.policy.modeling_one_step import OneStepPolicy
-from sdm_controller.policy.normalizer import minmax_stats
 from sdm_controller.runtime.artifact import ArtifactSpec, load_teacher, save_artifact
 from sdm_controller.training.curves import plot_curves
-from sdm_controller.training.teacher import _action_meta, load_dataset_hash, lr_factor, policy_config_for
+from sdm_controller.training.teacher import action_meta, dataset_stats, load_dataset_hash, lr_factor, policy_config_for
 
 
 class Rank:
@@ -97,12 +95,6 @@ def check_teacher(config: DistillConfig, teacher_path: str | Path | None) -> Non
         raise ConfigError(f"method '{config.method}' trains on the demonstrations without a teacher; drop the "
                           f"teacher '{teacher_path}' (--teacher) and choose the network with --unet")
 
-
-def dataset_stats(episodes: EpisodeSet, config: DiffusionConfig) -> dict[str, dict[str, list[float]]]:
-    """The normalizer a teacher trained on ``episodes`` has: min-max of low-dim streams and actions."""
-    stats = {key: minmax_stats(episodes.obs[key]) for key in config.obs.low_dim}  # images need none
-    stats[ACTION_KEY] = minmax_stats(episodes.action)
-    return stats
 
 
 def make_optimizer(params: list, lr: float, config: DistillConfig) -> torch.optim.Optimizer:
@@ -282,7 +274,7 @@ def save_one_step(
                 "source": episodes.attrs.get("source"),
                 "train_seconds": round(seconds, 1),
             },
-            action=_action_meta(episodes.attrs),
+            action=action_meta(episodes.attrs),
             control_period_s=episodes.attrs.get("control_period_s"),
             state_names=episodes.attrs.get("state_names"),
         )

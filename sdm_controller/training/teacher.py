@@ -91,6 +91,13 @@ def policy_config_for(episodes: EpisodeSet, overrides: dict[str, Any]) -> Diffus
     return DiffusionConfig(**{**overrides, "obs": episodes.observation_spec, "action_dim": episodes.action.shape[1]})
 
 
+def dataset_stats(episodes: EpisodeSet, config: DiffusionConfig) -> dict[str, dict[str, list[float]]]:
+    """The normalizer a teacher trained on ``episodes`` has: min-max of low-dim streams and actions."""
+    stats = {key: minmax_stats(episodes.obs[key]) for key in config.obs.low_dim}  # images need none
+    stats[ACTION_KEY] = minmax_stats(episodes.action)
+    return stats
+
+
 def bf16_native(device: torch.device) -> bool:
     """True where bf16 is fast: CUDA with bf16, or a CPU with AVX512-BF16/AMX.
 
@@ -130,8 +137,7 @@ def train_teacher(
         torch.set_num_threads(config.threads)
     episodes = load_episodes(dataset)
     policy_config = policy_config_for(episodes, config.policy)
-    stats = {key: minmax_stats(episodes.obs[key]) for key in policy_config.obs.low_dim}  # images need none
-    stats[ACTION_KEY] = minmax_stats(episodes.action)
+    stats = dataset_stats(episodes, policy_config)
     device = torch.device(config.device)
     policy = DiffusionPolicy(policy_config, stats).to(device)
     ema = EMA(policy, config.ema_power, config.ema_max_decay)
@@ -199,7 +205,7 @@ def train_teacher(
                 ema.model,
                 kind="teacher",
                 provenance=provenance,
-                action=_action_meta(episodes.attrs),
+                action=action_meta(episodes.attrs),
                 control_period_s=episodes.attrs.get("control_period_s"),
                 state_names=episodes.attrs.get("state_names"),
             )
@@ -216,7 +222,7 @@ def load_dataset_hash(path: str | Path) -> str | None:
     return zarr.open_group(str(path), mode="r").attrs.get("content_hash")
 
 
-def _action_meta(attrs: dict) -> dict:
+def action_meta(attrs: dict) -> dict:
     """The artifact's ``action`` block: names and space from the dataset, FR3 limits when they apply."""
     action = {"names": attrs.get("action_names"), "space": attrs.get("action_space")}
     limits = action_limits(action["names"]) if action["space"] == "joint_position" else None
