@@ -37,6 +37,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "normalizer_sample": {"score_normalizer": "sample"},  # DMD's per-sample normaliser
     "t_uniform": {"t_sampler": "uniform"},  # every noise level in [2, 95] instead of the 10-point grid
     "ema_0.99": {"generator_ema": 0.99},  # EMA decay against run length
+    "ema_flat_0.99": {"generator_ema": 0.99, "generator_ema_warmup": False},  # no warm-up: G starts good
     "warmup_200": {"fake_warmup_steps": 200},  # a longer F-only warm-up
     "lr_f_1e-5": {"lr_fake": 1e-5},  # F as a raw Adam iterate at 1e-4 denoises G's samples worse than R does
     "lr_both_1e-5": {"lr_fake": 1e-5, "lr_generator": 1e-5},

@@ -26,7 +26,7 @@ ANCHORS = ("none", "teacher", "demos")
 #: Settings that only distillation from a teacher reads: a teacher-free method refuses them.
 TEACHER_SETTINGS = (
     "lr_fake", "update_ratio", "fake_warmup_steps", "generator_timestep", "t_sampler", "t_range", "weighting",
-    "score_normalizer", "literal", "sample_clamp", "noise_input", "cd_ema", "cd_sigma_data",
+    "score_normalizer", "literal", "sample_clamp", "noise_input", "cd_ema", "cd_sigma_data", "generator_ema_warmup",
 )
 #: Policy config fields that come from the dataset (or are fixed by the method), never from ``policy``.
 POLICY_FROM_DATA = ("obs", "action_dim", "prediction_type")
@@ -58,6 +58,7 @@ class DistillConfig:
     noise_input: bool = True  # OneDP-D feeds zeros instead of noise
     encoder_trainable: bool = False  # OneDP trains copies of the encoder in G and F
     generator_ema: float = 0.999  # EMA decay of G's weights (the EMA is what is saved and evaluated)
+    generator_ema_warmup: bool = True  # Diffusion Policy's EMA warm-up; False: decay generator_ema from the start
     lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to 0 at ``steps`` (teacher's)
     cd_ema: float = 0.95  # consistency distillation: EMA decay of the target network
     cd_sigma_data: float = 0.5  # consistency boundary scalings c_skip / c_out

@@ -152,7 +152,7 @@ def distill(
         generator.load_state_dict(teacher.state_dict())
     generator.encoder.requires_grad_(config.encoder_trainable)
     method = method_class(teacher, generator, config, rank.distributed)
-    ema = EMA(generator, max_decay=config.generator_ema)
+    ema = EMA(generator, max_decay=config.generator_ema, warmup=config.generator_ema_warmup)
     tc = policy_config
     # With periodic evaluations, every checkpoint also logs what the run looks like from inside.
     probe = DistillProbe(teacher, generator, WindowSampler(episodes, tc.horizon, tc.n_obs_steps, tc.n_action_steps,
