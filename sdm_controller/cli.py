@@ -346,16 +346,29 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None,
                    help="UNet preset of the teachers (default: tiny)")
     t.set_defaults(run="teacher_benchmark")
-    d = kinds.add_parser("distill", help="every distillation method on the teacher benchmark's teachers")
-    d.add_argument("--out", default="benchmarks/results/distill_metaworld.json", help="results JSON (PNG beside it)")
-    d.add_argument("--work", default=None, help="the teacher benchmark's work folder (resumable)")
+    d = kinds.add_parser("distill", help="every one-step method (distilled and teacher-free) beside its teacher's "
+                         "samplers on MetaWorld, with success-vs-iterations curves")
+    d.add_argument("--out", default="benchmarks/results/distill_metaworld.json",
+                   help="results JSON (success bars .png and *_curves.png beside it)")
+    d.add_argument("--work", default=None, help="datasets, teachers, students and per-run rows, one folder per budget "
+                   "(resumable; default: $SDM_CACHE or ~/.cache/sdm_controller, then bench/distill_metaworld)")
     d.add_argument("--tasks", nargs="*", default=None, help="default: the teacher benchmark's 8 tasks")
     d.add_argument("--seeds", type=int, nargs="*", default=None, help="default: 0 1 2")
-    d.add_argument("--predictions", nargs="*", default=None, help="default: epsilon sample")
-    d.add_argument("--episodes", type=int, default=None, help="default: 50")
-    d.add_argument("--steps", type=int, default=None, help="distillation iterations per run (default: 100)")
-    d.add_argument("--batch-size", type=int, default=None, help="default: 128")
-    d.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: 2)")
+    d.add_argument("--predictions", nargs="*", default=None, help="teacher types (default: sample)")
+    d.add_argument("--methods", nargs="*", default=None,
+                   help="limit the one-step methods (default: sdm sdm-literal onedp-s onedp-d cd regression meanflow)")
+    d.add_argument("--episodes", type=int, default=None, help="evaluation episodes per run and per checkpoint")
+    d.add_argument("--teacher-steps", type=int, default=None,
+                   help="teacher training steps, also the teacher-free baselines' (TEACHER_STEPS, which the budget "
+                   "study decides)")
+    d.add_argument("--distill-steps", type=int, default=None,
+                   help="distillation iterations per run (default: 10 %% of --teacher-steps)")
+    d.add_argument("--eval-every", type=int, default=None,
+                   help="distillation iterations between evaluations, for the curves; teacher-free runs as many "
+                   "times over their own budget (default: --distill-steps / 5)")
+    d.add_argument("--batch-size", type=int, default=None, help="distillation batch")
+    d.add_argument("--jobs", type=int, default=None, help="runs in parallel, 1 torch thread each (default: 2)")
+    _defaults_from(d, "sdm_controller.bench.distill_benchmark", "Budget")
     d.set_defaults(run="distill_benchmark")
     bud = kinds.add_parser("budget", help="teacher success against training steps (checkpoints of one run each)")
     bud.add_argument("--out", default="benchmarks/results/budget_study.json", help="results JSON (PNG beside it)")

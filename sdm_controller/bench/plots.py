@@ -31,13 +31,42 @@ def plot_success_bars(rows: list[dict], path: Path, title: str) -> None:
             means.append(np.mean(vals) if vals else np.nan)
             stds.append(np.std(vals) if vals else 0.0)
         x = np.arange(len(tasks)) + (i - (len(series) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=stds, capsize=2, label=f"{method} ({prediction})")
+        color = plt.cm.tab20(i % 20) if len(series) > 10 else None  # the default cycle repeats after 10
+        ax.bar(x, means, width, yerr=stds, capsize=2, label=f"{method} ({prediction})", color=color)
     ax.set_xticks(np.arange(len(tasks)), tasks, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2 if len(tasks) < 4 else 4, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_success_curves(
+    panels: dict[str, dict[str, tuple[list[int], list[float]]]], path: Path, title: str, xlabel: str = "iterations",
+    references: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """Success against iterations: one panel per key of ``panels`` (a teacher type), one line per
+    method (its ``(steps, success)``), ``references`` as dashed horizontal lines (a teacher's samplers)."""
+    plt = _pyplot()
+    names = list(panels) or ["(no runs)"]
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for method, (steps, success) in panels.get(name, {}).items():
+            ax.plot(steps, success, marker="o", label=method)
+        for i, (label, value) in enumerate((references or {}).get(name, {}).items()):
+            ax.axhline(value, linestyle="--", color=f"C{7 + i}", linewidth=1, label=f"teacher {label}")
+        if any(steps for steps, _ in panels.get(name, {}).values()):
+            ax.set_xscale("log")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("success")
+        ax.set_title(name)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
