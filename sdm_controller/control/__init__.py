@@ -12,5 +12,7 @@ conversions, statistics and rejection reasons are the shared vocabulary in ``sdm
 * ``settings`` — the node's parameters: one table (defaults, ranges, meanings) and validation;
 * ``controller`` — one inference cycle tying the above together, plus the counters and
   statistics the diagnostics report;
-* ``runner`` — the engine interface the controller calls, and loading it.
+* ``runner`` — the engine interface the controller calls, and loading it;
+* ``engine_swap`` — quick checks of a new engine, its background load and the hand-over;
+* ``frames`` — how one frame of a per-stream input (a camera image, ...) is taken, by kind.
 """
