@@ -1,6 +1,7 @@
 """Why SDM degrades, one suspect at a time: distillation variants with per-checkpoint diagnostics.
 
-Each variant is the ``sdm`` method with a few settings changed (``VARIANTS``). Every run
+Each variant is the ``sdm`` method at the settings it had before the study (``BASELINE``) with
+one suspect changed (``CHANGES``). Every run
 distills the same teacher on the same data, evaluates its EMA generator every ``--eval-every``
 iterations on the teacher benchmark's 50 fixed episodes, and logs the diagnostics of
 ``distill/diagnostics.py`` at the same checkpoints. The generator before any update (the teacher
@@ -26,12 +27,15 @@ import numpy as np
 
 from sdm_controller.bench import teacher_benchmark as tb
 
-#: variant -> DistillConfig overrides of the ``sdm`` preset; each tests one suspect.
-VARIANTS: dict[str, dict[str, Any]] = {
+#: The ``sdm`` settings the study starts from: the preset before it (G at 5e-5, half F's rate).
+#: Written out, so that the variants mean the same runs whatever the preset is now.
+BASELINE: dict[str, Any] = {"lr_generator": 5e-5, "lr_fake": 1e-4, "fake_warmup_steps": 50, "sample_clamp": True}
+#: variant -> its change to ``BASELINE``; each tests one suspect.
+CHANGES: dict[str, dict[str, Any]] = {
     "baseline": {},
     "t_gen_99": {"generator_timestep": 99},  # x0 teachers get t = T = 100, one past their training range
     "f_leads_5": {"update_ratio": 5},  # F lagging G: five F updates per G update (the release's ratio)
-    "lr_g_5e-6": {"lr_generator": 5e-6},  # Adam turning a noisy gradient into full-size steps
+    "lr_g_5e-6": {"lr_generator": 5e-6},  # Adam turning a noisy gradient into full-size steps (the new preset)
     "beta1_0": {"betas": (0.0, 0.999)},  # no momentum on a noisy gradient (OneDP's choice)
     "clip_0.1": {"grad_clip": 0.1},
     "normalizer_sample": {"score_normalizer": "sample"},  # DMD's per-sample normaliser
@@ -43,7 +47,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr_both_1e-5": {"lr_fake": 1e-5, "lr_generator": 1e-5},
     "anchor_teacher": {"anchor": "teacher"},  # DMD's regression onto the teacher's DDIM-10 sample from G's noise
     "anchor_demos": {"anchor": "demos"},  # regression onto the demonstration chunk
+    # the suspects that helped, together: F leads G, small G steps, the paired teacher anchor, an
+    # EMA that starts at the teacher
+    "recipe": {"update_ratio": 5, "lr_generator": 1e-5, "anchor": "teacher", "generator_ema": 0.99,
+               "generator_ema_warmup": False},
 }
+VARIANTS: dict[str, dict[str, Any]] = {name: {**BASELINE, **change} for name, change in CHANGES.items()}
 DEFAULTS = {"steps": 1000, "eval_every": 200, "episodes": 50, "batch_size": 128}
 
 
@@ -98,7 +107,7 @@ def run_variant(teacher: Path, dataset: Path, task: str, variant: str, work: Pat
     start = time.perf_counter()
     history = distill(teacher, dataset, out, config, evaluate=evaluate, progress=False)
     return {"variant": variant, "overrides": {k: list(v) if isinstance(v, tuple) else v
-                                              for k, v in VARIANTS[variant].items()},
+                                              for k, v in CHANGES[variant].items()},
             "eval_step": history["eval_step"], "eval_success": history["eval_success"],
             "diagnostics": history["diagnostics"], "seconds": round(time.perf_counter() - start, 1)}
 
@@ -174,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
     result = {"machine": describe_machine(), "command": "python -m sdm_controller " + " ".join(sys.argv[1:]),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "settings": {"steps": steps, "eval_every": eval_every, "episodes": episodes, "batch_size": batch_size,
-                           "variants": {v: VARIANTS[v] for v in variants}},
+                           "baseline": BASELINE, "variants": {v: CHANGES[v] for v in variants}},
               "units": units,
               "rows": [{"task": u["task"], "variant": r["variant"], "step": s, "success": v}
                        for u in units for r in u["runs"] for s, v in zip(r["eval_step"], r["eval_success"],
