@@ -382,10 +382,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bud.add_argument("--batch-size", type=int, default=None, help="default: 128")
     bud.set_defaults(run="budget_study")
     sdm = kinds.add_parser("sdm-study", help="SDM variants, one suspect at a time, with per-checkpoint diagnostics")
-    sdm.add_argument("--teachers", nargs="+", required=True, metavar="TEACHER TASK",
-                     help="pairs of a teacher artifact and its MetaWorld task")
-    sdm.add_argument("--data", default=None, help="work folder whose data/<task>.zarr holds the teachers' demos "
-                     "(default: the teacher benchmark's)")
+    sdm.add_argument("--tasks", nargs="+", required=True, help="MetaWorld tasks; each gets an x0 teacher by the "
+                     "teacher benchmark's recipe (trained unless its work folder has it)")
+    sdm.add_argument("--teacher-work", default=None, help="where the teachers and their demos are (default: the "
+                     "teacher benchmark's work folder)")
+    sdm.add_argument("--teacher-steps", type=int, default=None, help="training steps of the teachers (default: 1000)")
+    sdm.add_argument("--seed", type=int, default=0, help="teacher seed")
     sdm.add_argument("--variants", nargs="*", default=None, help="default: every variant of bench/sdm_study.py")
     sdm.add_argument("--out", default="benchmarks/results/sdm_ablation.json", help="results JSON (PNG beside it)")
     sdm.add_argument("--work", default=None, help="runs and per-variant rows (resumable)")

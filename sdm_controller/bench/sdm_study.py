@@ -53,7 +53,7 @@ CHANGES: dict[str, dict[str, Any]] = {
                "generator_ema_warmup": False},
 }
 VARIANTS: dict[str, dict[str, Any]] = {name: {**BASELINE, **change} for name, change in CHANGES.items()}
-DEFAULTS = {"steps": 1000, "eval_every": 200, "episodes": 50, "batch_size": 128}
+DEFAULTS = {"steps": 1000, "eval_every": 200, "episodes": 50, "batch_size": 128, "teacher_steps": 1000}
 
 
 def default_work_dir() -> Path:
@@ -155,15 +155,19 @@ def main(args: argparse.Namespace) -> int:
         from sdm_controller.errors import ConfigError
 
         raise ConfigError(f"variant '{unknown[0]}' is unknown; expected some of {list(VARIANTS)}")
-    pairs = [(Path(t), resolve_task(task)) for t, task in zip(args.teachers[::2], args.teachers[1::2], strict=True)]
+    for task in args.tasks:
+        resolve_task(task)
+    teacher_steps = args.teacher_steps or DEFAULTS["teacher_steps"]
+    teacher_work = Path(args.teacher_work) if args.teacher_work else tb.default_work_dir()
     work = Path(args.work) if args.work else default_work_dir()
     steps, eval_every = args.steps or DEFAULTS["steps"], args.eval_every or DEFAULTS["eval_every"]
     episodes, batch_size = args.episodes or DEFAULTS["episodes"], args.batch_size or DEFAULTS["batch_size"]
     out = Path(args.out)
     units = []
-    for teacher, task in pairs:
-        data_root = Path(args.data) if args.data else tb.default_work_dir()
-        dataset = data_root / "data" / f"{task.removesuffix('-v3')}.zarr"
+    for task in args.tasks:
+        # the teacher benchmark's recipe: built here when its work folder does not have it yet
+        teacher = tb.build_teacher(teacher_work, task, "sample", args.seed, teacher_steps, 128, "tiny")
+        dataset = tb.ensure_dataset(teacher_work, task)
         label = teacher_label(teacher)
         rows_dir = work / "rows" / label
         rows_dir.mkdir(parents=True, exist_ok=True)
@@ -179,10 +183,12 @@ def main(args: argparse.Namespace) -> int:
                 print(f"  success {result['eval_success']} in {result['seconds']} s", flush=True)
         reference = {r["variant"]: r["success"] for r in json.loads(reference_file.read_text())}
         runs = [json.loads((rows_dir / f"{v}.json").read_text()) for v in variants if (rows_dir / f"{v}.json").exists()]
-        units.append({"teacher": str(teacher), "task": task, "reference": reference, "runs": runs})
+        units.append({"teacher": label, "task": resolve_task(task), "reference": reference, "runs": runs})
     result = {"machine": describe_machine(), "command": "python -m sdm_controller " + " ".join(sys.argv[1:]),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "settings": {"steps": steps, "eval_every": eval_every, "episodes": episodes, "batch_size": batch_size,
+                           "teacher": {"prediction": "sample", "unet": "tiny", "steps": teacher_steps,
+                                       "seed": args.seed, "recipe": "bench teacher's build_teacher"},
                            "baseline": BASELINE, "variants": {v: CHANGES[v] for v in variants}},
               "units": units,
               "rows": [{"task": u["task"], "variant": r["variant"], "step": s, "success": v}
