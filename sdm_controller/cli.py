@@ -281,6 +281,10 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unet", choices=["tiny", "small", "dp", "dp3"], default=None,
                    help="UNet size preset of a teacher-free method's network (default: a teacher's, small)")
     p.add_argument("--meanflow-ratio", type=float, default=None, help="meanflow: share of samples with r != t")
+    p.add_argument("--anchor", choices=["none", "teacher", "demos"], default=None,
+                   help="SDM/OneDP: also regress G's sample onto the teacher's DDIM sample from the same noise, "
+                   "or onto the demonstration chunk")
+    p.add_argument("--anchor-weight", type=float, default=None, help="weight of that regression")
     p.add_argument("--seed", type=int, default=None, help="seed of the batches and the noise")
     p.add_argument("--device", default=None, help="torch device")
     p.add_argument("--eval-task", default=None, help="MetaWorld task for periodic evaluation")
@@ -307,6 +311,8 @@ def _run_distill(args: argparse.Namespace) -> int:
         "generator_timestep": args.generator_timestep,
         "policy": {"unet_preset": args.unet} if args.unet else None,
         "meanflow_ratio": args.meanflow_ratio,
+        "anchor": args.anchor,
+        "anchor_weight": args.anchor_weight,
         "seed": args.seed,
         "device": args.device,
         "eval_every": args.eval_every,

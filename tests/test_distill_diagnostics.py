@@ -36,3 +36,21 @@ def test_methods_without_a_fake_score_leave_those_fields_empty(tiny_teacher, dra
     rows = run(tiny_teacher, drawer_dataset, tmp_path / "cd", eval_every=6, method="cd")["diagnostics"]
     assert rows[0]["fake_dsm"] is None and rows[0]["dm_cos_teacher"] is None
     assert math.isfinite(rows[0]["teacher_gap"])
+
+
+def test_anchor_through_the_cli(tiny_teacher, drawer_dataset, tmp_path):
+    """--anchor teacher adds the regression onto the teacher's paired sample; a method that has no
+    anchor refuses it in one line before anything trains."""
+    import json
+
+    from sdm_controller.cli import main
+
+    out = tmp_path / "anchored"
+    assert main(["distill", "--teacher", str(tiny_teacher), "--dataset", str(drawer_dataset), "--out", str(out),
+                 "--steps", "4", "--batch-size", "8", "--fake-warmup-steps", "1", "--anchor", "teacher"]) == 0
+    anchors = json.loads((out / "distill_history.json").read_text())["loss_anchor"]
+    assert anchors[0] is None and all(v is not None and v >= 0 for v in anchors[1:])  # G steps after the warm-up
+    refused = tmp_path / "refused"
+    assert main(["distill", "--method", "cd", "--teacher", str(tiny_teacher), "--dataset", str(drawer_dataset),
+                 "--out", str(refused), "--anchor", "teacher"]) == 2
+    assert not refused.exists()
