@@ -37,6 +37,7 @@ CHANGES: dict[str, dict[str, Any]] = {
     "f_leads_5": {"update_ratio": 5},  # F lagging G: five F updates per G update (the release's ratio)
     "lr_g_5e-6": {"lr_generator": 5e-6},  # Adam turning a noisy gradient into full-size steps (the new preset)
     "beta1_0": {"betas": (0.0, 0.999)},  # no momentum on a noisy gradient (OneDP's choice)
+    "lr_g_5e-6_beta1_0": {"lr_generator": 5e-6, "betas": (0.0, 0.999)},  # the two that helped, together
     "clip_0.1": {"grad_clip": 0.1},
     "normalizer_sample": {"score_normalizer": "sample"},  # DMD's per-sample normaliser
     "t_uniform": {"t_sampler": "uniform"},  # every noise level in [2, 95] instead of the 10-point grid
