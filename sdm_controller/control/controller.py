@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -70,10 +70,10 @@ class _Intake:
     interface: PolicyInterface
     buffer: ObservationBuffer
     mapper: JointMapper
+    frame_streams: dict[str, ObservationStream] = field(init=False)  # looked up by every sensor callback
 
-    @property
-    def frame_streams(self) -> dict[str, ObservationStream]:
-        return {s.name: s for s in self.interface.frame_streams}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame_streams", {s.name: s for s in self.interface.frame_streams})
 
 
 class PolicyController:
